@@ -1,0 +1,15 @@
+# DETR-style AdamW: lr 2e-4 (x0.1 for the backbone and the deformable
+# attention's sampling offsets / reference points), grad clip 0.1.
+optimizer = dict(
+    type='AdamW',
+    lr=2e-4,
+    weight_decay=1e-4,
+    paramwise_cfg=dict(
+        custom_keys={
+            'backbone': dict(lr_mult=0.1),
+            'sampling_offsets': dict(lr_mult=0.1),
+            'reference_points': dict(lr_mult=0.1)
+        }))
+optimizer_config = dict(grad_clip=dict(max_norm=0.1, norm_type=2))
+lr_config = dict(policy='step', step=[11])
+runner = dict(type='EpochBasedRunner', max_epochs=12)

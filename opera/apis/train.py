@@ -1,0 +1,201 @@
+"""Training on GPUs or CPUs, in one process or distributed.
+
+This follows mmdet 2.x's ``train_detector``; the difference is how the model
+is wrapped: mmdet's ``build_ddp`` only accepts CUDA, while ``wrap_model``
+also gives CPU processes (gloo) a working ``MMDistributedDataParallel``.
+"""
+import torch
+from mmcv.parallel import MMDataParallel, MMDistributedDataParallel
+from mmcv.runner import (DistSamplerSeedHook, EpochBasedRunner,
+                         Fp16OptimizerHook, OptimizerHook, build_runner)
+from mmdet.apis.train import auto_scale_lr
+from mmdet.core import EvalHook, build_optimizer
+from mmdet.datasets import (build_dataloader, build_dataset,
+                            replace_ImageToTensor)
+from mmdet.utils import compat_cfg, find_latest_checkpoint
+
+from opera.core.evaluation import DistEvalHook
+from opera.utils import get_device, get_root_logger
+
+CPU_TARGET = -1  # the scatter target that means "stay on the CPU"
+
+
+class DeviceAgnosticDDP(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` that works for CPU and CUDA modules.
+
+    Two fixes over mmcv 1.7.2:
+
+    * A CPU module is wrapped with ``device_ids=None``, and then mmcv hands
+      the batch to ``train_step``/``val_step`` with its ``DataContainer``s
+      still closed. Here they are opened by scattering to the CPU first, as
+      ``MMDataParallel`` does.
+    * mmcv's ``_run_ddp_forward`` (used by ``forward``, i.e. in testing)
+      reads DDP attributes that torch 2 no longer has; this version only
+      scatters the inputs to the module's device and calls the module.
+    """
+
+    def train_step(self, *inputs, **kwargs):
+        """Open the batch's DataContainers on CPU, then run mmcv's step."""
+        inputs, kwargs = self._scatter_on_cpu(inputs, kwargs)
+        return super().train_step(*inputs, **kwargs)
+
+    def val_step(self, *inputs, **kwargs):
+        """Open the batch's DataContainers on CPU, then run mmcv's step."""
+        inputs, kwargs = self._scatter_on_cpu(inputs, kwargs)
+        return super().val_step(*inputs, **kwargs)
+
+    def _run_ddp_forward(self, *inputs, **kwargs):
+        """Scatter the inputs to the module's device and call the module."""
+        target = self.device_ids[0] if self.device_ids else CPU_TARGET
+        inputs, kwargs = self.scatter(inputs, kwargs, [target])
+        return self.module(*inputs[0], **kwargs[0])
+
+    def _scatter_on_cpu(self, inputs, kwargs):
+        """Return (inputs, kwargs) with DataContainers opened on CPU."""
+        if self.device_ids:
+            return inputs, kwargs
+        inputs, kwargs = self.scatter(inputs, kwargs, [CPU_TARGET])
+        return inputs[0], kwargs[0]
+
+
+def wrap_model(model, distributed, find_unused_parameters=False):
+    """Put ``model`` on this process's device inside an mmcv wrapper.
+
+    Without CUDA, torch's ``DataParallel`` keeps no device ids, and
+    ``MMDataParallel`` then scatters each batch to the CPU; DDP gets
+    ``device_ids=None``, which torch requires for CPU modules.
+
+    Args:
+        model (nn.Module): The detector.
+        distributed (bool): Wrap for DDP instead of a single process.
+        find_unused_parameters (bool): Passed on to DDP.
+
+    Returns:
+        nn.Module: The wrapped model.
+    """
+    on_gpu = get_device() == 'cuda'
+    if on_gpu:
+        model = model.cuda()
+    device_ids = [torch.cuda.current_device()] if on_gpu else None
+    if distributed:
+        return DeviceAgnosticDDP(
+            model,
+            device_ids=device_ids,
+            broadcast_buffers=False,
+            find_unused_parameters=find_unused_parameters)
+    return MMDataParallel(model, device_ids=device_ids)
+
+
+def train_model(model,
+                dataset,
+                cfg,
+                distributed=False,
+                validate=False,
+                timestamp=None,
+                meta=None):
+    """Train ``model`` as ``cfg`` describes.
+
+    Args:
+        model (nn.Module): The detector, weights already initialised.
+        dataset (Dataset | list[Dataset]): One training dataset per
+            ``cfg.workflow`` entry.
+        cfg (mmcv.Config): Full config; ``work_dir`` and ``seed`` set.
+        distributed (bool): The process group is initialised.
+        validate (bool): Evaluate on ``cfg.data.val`` during training.
+        timestamp (str, optional): Shared name of the text and json logs.
+        meta (dict, optional): Stored in the checkpoints.
+    """
+    cfg = compat_cfg(cfg)
+    cfg.setdefault('gpu_ids', [0])
+    logger = get_root_logger(log_level=cfg.log_level)
+    datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
+    data_loaders = [
+        _build_train_loader(ds, cfg, distributed) for ds in datasets
+    ]
+    model = wrap_model(model, distributed,
+                       cfg.get('find_unused_parameters', False))
+    auto_scale_lr(cfg, distributed, logger)
+    runner = build_runner(
+        cfg.runner,
+        default_args=dict(
+            model=model,
+            optimizer=build_optimizer(model, cfg.optimizer),
+            work_dir=cfg.work_dir,
+            logger=logger,
+            meta=meta))
+    runner.timestamp = timestamp
+    _register_training_hooks(runner, cfg, distributed)
+    if validate:
+        _register_eval_hook(runner, cfg, distributed)
+    _resume_or_load(runner, cfg)
+    runner.run(data_loaders, cfg.workflow)
+
+
+def _build_train_loader(dataset, cfg, distributed):
+    """Return the training data loader of one dataset."""
+    loader_args = dict(
+        samples_per_gpu=2,
+        workers_per_gpu=2,
+        num_gpus=len(cfg.gpu_ids),  # ignored when distributed
+        dist=distributed,
+        seed=cfg.seed,
+        runner_type=cfg.runner['type'],
+        persistent_workers=False)
+    loader_args.update(cfg.data.get('train_dataloader', {}))
+    return build_dataloader(dataset, **loader_args)
+
+
+def _optimizer_hook(cfg, distributed):
+    """Return the optimizer hook (or its config) for fp16 or fp32."""
+    fp16_cfg = cfg.get('fp16', None)
+    if fp16_cfg is not None:
+        return Fp16OptimizerHook(
+            **cfg.optimizer_config, **fp16_cfg, distributed=distributed)
+    if distributed and 'type' not in cfg.optimizer_config:
+        return OptimizerHook(**cfg.optimizer_config)
+    return cfg.optimizer_config
+
+
+def _register_training_hooks(runner, cfg, distributed):
+    """Register lr, optimizer, checkpoint, logger and custom hooks."""
+    runner.register_training_hooks(
+        cfg.lr_config,
+        _optimizer_hook(cfg, distributed),
+        cfg.checkpoint_config,
+        cfg.log_config,
+        cfg.get('momentum_config', None),
+        custom_hooks_config=cfg.get('custom_hooks', None))
+    if distributed and isinstance(runner, EpochBasedRunner):
+        runner.register_hook(DistSamplerSeedHook())
+
+
+def _register_eval_hook(runner, cfg, distributed):
+    """Register the (distributed) evaluation hook on ``cfg.data.val``."""
+    loader_args = dict(
+        samples_per_gpu=1,
+        workers_per_gpu=2,
+        dist=distributed,
+        shuffle=False,
+        persistent_workers=False)
+    loader_args.update(cfg.data.get('val_dataloader', {}))
+    if loader_args['samples_per_gpu'] > 1:
+        # Batches of several images need padding and stacking.
+        cfg.data.val.pipeline = replace_ImageToTensor(cfg.data.val.pipeline)
+    val_dataset = build_dataset(cfg.data.val, dict(test_mode=True))
+    val_loader = build_dataloader(val_dataset, **loader_args)
+    eval_cfg = dict(cfg.get('evaluation', {}))
+    eval_cfg['by_epoch'] = cfg.runner['type'] != 'IterBasedRunner'
+    hook_type = DistEvalHook if distributed else EvalHook
+    # LOW priority: evaluate after the iteration timer has logged.
+    runner.register_hook(hook_type(val_loader, **eval_cfg), priority='LOW')
+
+
+def _resume_or_load(runner, cfg):
+    """Resume from (or auto-find) a checkpoint, or load initial weights."""
+    resume_from = cfg.get('resume_from')
+    if resume_from is None and cfg.get('auto_resume'):
+        resume_from = find_latest_checkpoint(cfg.work_dir)
+    if resume_from:
+        runner.resume(resume_from)
+    elif cfg.get('load_from'):
+        runner.load_checkpoint(cfg.load_from)

@@ -1,0 +1,2 @@
+from .bbox import *  # noqa: F401,F403
+from .evaluation import *  # noqa: F401,F403

@@ -1,0 +1,43 @@
+"""Distributed evaluation hook that works with gloo as well as nccl."""
+import torch.distributed as dist
+from mmdet.core.evaluation import DistEvalHook as MMDetDistEvalHook
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class DistEvalHook(MMDetDistEvalHook):
+    """mmdet's ``DistEvalHook`` that collects results with ``multi_gpu_test``
+    of ``opera.apis`` (no CUDA tensors), so CPU processes can evaluate too.
+
+    BatchNorm buffers are still broadcast from rank 0 first, and the best
+    checkpoint is still saved when ``save_best`` is set.
+    """
+
+    def _do_evaluate(self, runner):
+        """Run distributed inference, then evaluate and save on rank 0."""
+        if self.broadcast_bn_buffer:
+            _broadcast_bn_buffers(runner.model)
+        if not self._should_evaluate(runner):
+            return
+        # Imported here: opera.apis imports this module.
+        from opera.apis.test import multi_gpu_test
+        results = multi_gpu_test(runner.model, self.dataloader)
+        self.latest_results = results
+        if runner.rank != 0:
+            return
+        print('\n')
+        runner.log_buffer.output['eval_iter_num'] = len(self.dataloader)
+        key_score = self.evaluate(runner, results)
+        if self.save_best and key_score:
+            self._save_ckpt(runner, key_score)
+
+
+def _broadcast_bn_buffers(model):
+    """Copy rank 0's BatchNorm running statistics to every rank.
+
+    DDP does not synchronise these buffers, so ranks may otherwise evaluate
+    slightly different models.
+    """
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and module.track_running_stats:
+            dist.broadcast(module.running_var, 0)
+            dist.broadcast(module.running_mean, 0)

@@ -1,0 +1,299 @@
+"""Deformable-DETR transformer with the H-Deformable-DETR options.
+
+Adds to mmdet's two-stage Deformable-DETR transformer:
+
+- a variable number of two-stage proposals per call (all query groups while
+  training a hybrid model, the one-to-one group at test time);
+- mixed query selection (``mixed_selection``): positional queries from the
+  top-k proposals, content queries from a learned embedding;
+- look forward twice (``look_forward_twice`` in the decoder): layer l's box is
+  built on the not-detached refined box of layer l-1;
+- per-attention masks (``attn_masks``) passed to every decoder layer, which is
+  how the hybrid self-attention mask reaches ``nn.MultiheadAttention``.
+"""
+import torch
+import torch.nn as nn
+from mmdet.models.utils.transformer import (
+    DeformableDetrTransformer as MMDetDeformableDetrTransformer,
+    DeformableDetrTransformerDecoder as MMDetDeformableDetrTransformerDecoder,
+    inverse_sigmoid)
+
+from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+
+
+def refine_reference(delta, reference):
+    """Apply a predicted delta to a normalised reference in logit space.
+
+    Args:
+        delta (Tensor): [..., 4] network output.
+        reference (Tensor): [..., 4] boxes (cx, cy, w, h) or [..., 2] points
+            in [0, 1].
+
+    Returns:
+        Tensor: [..., 4] refined boxes in [0, 1]. With point references the
+        width and height come from ``delta`` alone.
+    """
+    if reference.shape[-1] == 4:
+        return (delta + inverse_sigmoid(reference)).sigmoid()
+    if reference.shape[-1] != 2:
+        raise ValueError(
+            f'reference must have 2 or 4 coordinates, got {reference.shape}')
+    return torch.cat(
+        [delta[..., :2] + inverse_sigmoid(reference), delta[..., 2:]],
+        dim=-1).sigmoid()
+
+
+@TRANSFORMER_LAYER_SEQUENCE.register_module()
+class DeformableDetrTransformerDecoder(MMDetDeformableDetrTransformerDecoder):
+    """Deformable-DETR decoder with iterative refinement and look forward twice.
+
+    Args:
+        look_forward_twice (bool): Return each layer's refined reference
+            before it is detached, so that the box predicted at layer l + 1
+            (built on it) also trains layer l's regression branch.
+    """
+
+    def __init__(self, *args, look_forward_twice=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.look_forward_twice = look_forward_twice
+
+    def forward(self,
+                query,
+                *args,
+                reference_points=None,
+                valid_ratios=None,
+                reg_branches=None,
+                **kwargs):
+        """Run the decoder layers.
+
+        Args:
+            query (Tensor): [num_query, bs, embed_dims].
+            reference_points (Tensor): [bs, num_query, 4] (or 2) in [0, 1].
+            valid_ratios (Tensor): [bs, num_levels, 2].
+            reg_branches (nn.ModuleList | None): Per-layer box branches for
+                iterative refinement; None keeps the references fixed.
+            **kwargs: Passed to every layer (``value``, ``attn_masks``,
+                ``key_padding_mask``, ``spatial_shapes``, ...).
+
+        Returns:
+            tuple[Tensor, Tensor]: Layer outputs [num_layers, num_query, bs,
+            embed_dims] and the reference each layer hands to the next
+            [num_layers, bs, num_query, 4] (with ``return_intermediate``;
+            otherwise the last ones only).
+        """
+        output = query
+        intermediate = []
+        intermediate_reference_points = []
+        for lid, layer in enumerate(self.layers):
+            ratios = valid_ratios
+            if reference_points.shape[-1] == 4:
+                ratios = torch.cat([valid_ratios, valid_ratios], -1)
+            output = layer(
+                output,
+                *args,
+                reference_points=reference_points[:, :, None] *
+                ratios[:, None],
+                **kwargs)
+
+            new_reference_points = reference_points
+            if reg_branches is not None:
+                delta = reg_branches[lid](output.permute(1, 0, 2))
+                new_reference_points = refine_reference(
+                    delta, reference_points)
+                reference_points = new_reference_points.detach()
+
+            if self.return_intermediate:
+                intermediate.append(output)
+                intermediate_reference_points.append(
+                    new_reference_points
+                    if self.look_forward_twice else reference_points)
+
+        if self.return_intermediate:
+            return torch.stack(intermediate), torch.stack(
+                intermediate_reference_points)
+        return output, reference_points
+
+
+@TRANSFORMER.register_module()
+class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
+    """Two-stage Deformable-DETR transformer with mixed query selection.
+
+    Args:
+        mixed_selection (bool): Take only the positional query from the
+            two-stage proposals and the content query from the head's
+            learned query embedding.
+        **kwargs: See mmdet's ``DeformableDetrTransformer``. The number of
+            proposals is chosen per call, so ``two_stage_num_proposals`` is
+            not taken.
+    """
+
+    def __init__(self, mixed_selection=False, **kwargs):
+        if 'two_stage_num_proposals' in kwargs:
+            raise TypeError(
+                'two_stage_num_proposals is set by the head (one proposal '
+                'per active query); remove it from the transformer config')
+        super().__init__(**kwargs)
+        if mixed_selection and not self.as_two_stage:
+            raise ValueError('mixed_selection needs as_two_stage=True')
+        self.mixed_selection = mixed_selection
+
+    def flatten_levels(self, mlvl_feats, mlvl_masks, mlvl_pos_embeds):
+        """Flatten multi-level maps into one sequence for the encoder.
+
+        Args:
+            mlvl_feats (list[Tensor]): Each [bs, c, h_l, w_l].
+            mlvl_masks (list[Tensor]): Padding masks, each [bs, h_l, w_l].
+            mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
+
+        Returns:
+            dict: ``feat`` [bs, sum(h*w), c], ``mask`` [bs, sum(h*w)],
+            ``pos`` [bs, sum(h*w), c] (level embedding added),
+            ``spatial_shapes`` [L, 2], ``level_start_index`` [L],
+            ``valid_ratios`` [bs, L, 2].
+        """
+        feats, masks, poses, shapes = [], [], [], []
+        for lvl, (feat, mask, pos) in enumerate(
+                zip(mlvl_feats, mlvl_masks, mlvl_pos_embeds)):
+            shapes.append(feat.shape[-2:])
+            feats.append(feat.flatten(2).transpose(1, 2))
+            masks.append(mask.flatten(1))
+            poses.append(
+                pos.flatten(2).transpose(1, 2) +
+                self.level_embeds[lvl].view(1, 1, -1))
+        feat = torch.cat(feats, 1)
+        spatial_shapes = torch.as_tensor(
+            shapes, dtype=torch.long, device=feat.device)
+        level_start_index = torch.cat((spatial_shapes.new_zeros(
+            (1, )), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        valid_ratios = torch.stack(
+            [self.get_valid_ratio(m) for m in mlvl_masks], 1)
+        return dict(
+            feat=feat,
+            mask=torch.cat(masks, 1),
+            pos=torch.cat(poses, 1),
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios)
+
+    def encode(self, levels):
+        """Run the encoder; returns memory [bs, sum(h*w), c]."""
+        reference_points = self.get_reference_points(
+            levels['spatial_shapes'],
+            levels['valid_ratios'],
+            device=levels['feat'].device)
+        memory = self.encoder(
+            query=levels['feat'].permute(1, 0, 2),
+            key=None,
+            value=None,
+            query_pos=levels['pos'].permute(1, 0, 2),
+            query_key_padding_mask=levels['mask'],
+            spatial_shapes=levels['spatial_shapes'],
+            reference_points=reference_points,
+            level_start_index=levels['level_start_index'],
+            valid_ratios=levels['valid_ratios'])
+        return memory.permute(1, 0, 2)
+
+    def select_queries(self, memory, levels, query_embed, num_queries,
+                       reg_branches, cls_branches):
+        """Initial queries and references, from proposals or embeddings.
+
+        Two-stage: the ``num_queries`` best encoder proposals, best first, so
+        rank r feeds query r (the one-to-one group takes the top ranks).
+
+        Returns:
+            tuple: query [bs, nq, c], query_pos [bs, nq, c], reference points
+            [bs, nq, 4 or 2], encoder class scores [bs, sum(h*w), C] and
+            encoder boxes before sigmoid [bs, sum(h*w), 4] (both None
+            without two-stage).
+        """
+        bs, _, c = memory.shape
+        if not self.as_two_stage:
+            query_pos, query = torch.split(query_embed, c, dim=1)
+            query_pos = query_pos.unsqueeze(0).expand(bs, -1, -1)
+            query = query.unsqueeze(0).expand(bs, -1, -1)
+            return (query, query_pos,
+                    self.reference_points(query_pos).sigmoid(), None, None)
+
+        if num_queries > memory.size(1):
+            raise ValueError(
+                f'{num_queries} two-stage queries need at least as many '
+                f'encoder positions, but this input gives {memory.size(1)} '
+                f'(feature maps {levels["spatial_shapes"].tolist()}): use '
+                f'larger images or fewer queries')
+        output_memory, output_proposals = self.gen_encoder_output_proposals(
+            memory, levels['mask'], levels['spatial_shapes'])
+        num_dec = self.decoder.num_layers
+        enc_outputs_class = cls_branches[num_dec](output_memory)
+        enc_outputs_coord_unact = (
+            reg_branches[num_dec](output_memory) + output_proposals)
+
+        # Column 0 scores "object": the encoder is trained class-agnostic.
+        topk_index = torch.topk(
+            enc_outputs_class[..., 0], num_queries, dim=1)[1]
+        topk_coords_unact = torch.gather(
+            enc_outputs_coord_unact, 1,
+            topk_index.unsqueeze(-1).expand(-1, -1, 4)).detach()
+        pos_trans_out = self.pos_trans_norm(
+            self.pos_trans(self.get_proposal_pos_embed(topk_coords_unact)))
+        query_pos, query = torch.split(pos_trans_out, c, dim=2)
+        if self.mixed_selection:
+            query = query_embed.unsqueeze(0).expand(bs, -1, -1)
+        return (query, query_pos, topk_coords_unact.sigmoid(),
+                enc_outputs_class, enc_outputs_coord_unact)
+
+    def forward(self,
+                mlvl_feats,
+                mlvl_masks,
+                query_embed,
+                mlvl_pos_embeds,
+                num_queries,
+                reg_branches=None,
+                cls_branches=None,
+                attn_masks=None):
+        """Encode the feature maps and decode ``num_queries`` queries.
+
+        Args:
+            mlvl_feats (list[Tensor]): Each [bs, c, h_l, w_l].
+            mlvl_masks (list[Tensor]): Each [bs, h_l, w_l], True at padding.
+            query_embed (Tensor | None): [num_queries, c] content queries
+                (mixed selection), [num_queries, 2c] (one-stage), or None.
+            mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
+            num_queries (int): Queries (and two-stage proposals) to run.
+            reg_branches (nn.ModuleList | None): Box branches (refinement
+                and two-stage proposals).
+            cls_branches (nn.ModuleList | None): Class branches (two-stage).
+            attn_masks (list[Tensor | None] | None): One mask per attention
+                of a decoder layer, e.g. ``[self_attn_mask, None]``.
+
+        Returns:
+            tuple: decoder states [num_layers, bs, nq, c], initial references
+            [bs, nq, 4], per-layer references [num_layers, bs, nq, 4],
+            encoder class scores and encoder boxes before sigmoid (None
+            without two-stage).
+        """
+        if query_embed is None and (self.mixed_selection
+                                    or not self.as_two_stage):
+            raise ValueError('this transformer needs a query embedding')
+        if query_embed is not None and query_embed.size(0) != num_queries:
+            raise ValueError(f'query_embed has {query_embed.size(0)} rows '
+                             f'for {num_queries} queries')
+        levels = self.flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds)
+        memory = self.encode(levels)
+        query, query_pos, reference_points, enc_cls, enc_coord = \
+            self.select_queries(memory, levels, query_embed, num_queries,
+                                reg_branches, cls_branches)
+        states, references = self.decoder(
+            query=query.permute(1, 0, 2),
+            key=None,
+            value=memory.permute(1, 0, 2),
+            query_pos=query_pos.permute(1, 0, 2),
+            key_padding_mask=levels['mask'],
+            reference_points=reference_points,
+            spatial_shapes=levels['spatial_shapes'],
+            level_start_index=levels['level_start_index'],
+            valid_ratios=levels['valid_ratios'],
+            reg_branches=reg_branches,
+            attn_masks=attn_masks)
+        return (states.permute(0, 2, 1, 3), reference_points, references,
+                enc_cls, enc_coord)
+

@@ -1,0 +1,57 @@
+"""Shared test fixtures: paths to the shared data and small model inputs."""
+import os.path as osp
+
+import pytest
+import torch
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHARED_DATA = osp.join(osp.dirname(REPO_ROOT), 'shared', 'data')
+TINY_DETR_CONFIG = osp.join(REPO_ROOT, 'tests', 'configs',
+                            'tiny_deformable_detr.py')
+
+
+def shared_data(*parts):
+    """Path under ../shared/data; skips the test if that data is absent."""
+    path = osp.join(SHARED_DATA, *parts)
+    if not osp.exists(path):
+        pytest.skip(f'shared test data not found: {path}')
+    return path
+
+
+def detection_inputs(batch_shapes, pad_to=None, num_boxes=(3, 0), seed=0):
+    """Images, metas and random boxes/labels for a detector's forward.
+
+    Args:
+        batch_shapes (list[tuple[int, int]]): (h, w) of each image before
+            padding; the batch is padded to the largest (or ``pad_to``).
+        num_boxes (tuple[int]): Ground-truth boxes per image (0 allowed).
+
+    Returns:
+        dict: ``img`` [bs, 3, H, W], ``img_metas``, ``gt_bboxes`` (list of
+        [n, 4] xyxy in pixels), ``gt_labels`` (list of [n]).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    pad_h = max(h for h, _ in batch_shapes)
+    pad_w = max(w for _, w in batch_shapes)
+    if pad_to is not None:
+        pad_h, pad_w = pad_to
+    img = torch.zeros(len(batch_shapes), 3, pad_h, pad_w)
+    metas, boxes, labels = [], [], []
+    for i, (h, w) in enumerate(batch_shapes):
+        img[i, :, :h, :w] = torch.randn(3, h, w, generator=gen)
+        metas.append(
+            dict(
+                img_shape=(h, w, 3),
+                ori_shape=(h, w, 3),
+                pad_shape=(pad_h, pad_w, 3),
+                batch_input_shape=(pad_h, pad_w),
+                scale_factor=torch.ones(4).numpy(),
+                flip=False,
+                filename=f'image_{i}.jpg'))
+        n = num_boxes[i % len(num_boxes)]
+        xy = torch.rand(n, 2, generator=gen) * torch.tensor([w, h]) * 0.6
+        wh = (torch.rand(n, 2, generator=gen) * 0.3 + 0.05) * torch.tensor(
+            [w, h])
+        boxes.append(torch.cat([xy, xy + wh], dim=1))
+        labels.append(torch.randint(0, 80, (n, ), generator=gen))
+    return dict(img=img, img_metas=metas, gt_bboxes=boxes, gt_labels=labels)
