@@ -71,6 +71,10 @@ def test_official_layout_names_and_class_rows():
                                state['bbox_head.cls_branches.0.weight'][79])
     torch.testing.assert_close(cls_weight[COCO_CATEGORY_IDS[11]],
                                state['bbox_head.cls_branches.0.weight'][11])
+    # The encoder branch (last, index 2 with 2 decoder layers) ranks
+    # proposals by column 0, which is row 0 (category id 0) officially.
+    torch.testing.assert_close(released['class_embed.2.weight'][0],
+                               state['bbox_head.cls_branches.2.weight'][0])
 
 
 def test_aliases_dropped_and_unknown_keys_reported():
