@@ -6,8 +6,6 @@ import torch
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED_DATA = osp.join(osp.dirname(REPO_ROOT), 'shared', 'data')
-TINY_DETR_CONFIG = osp.join(REPO_ROOT, 'tests', 'configs',
-                            'tiny_deformable_detr.py')
 
 
 def shared_data(*parts):

@@ -30,6 +30,15 @@ def test_too_small_input_names_the_problem():
         model.simple_test(inputs['img'], inputs['img_metas'])
 
 
+def test_misspelt_head_key_is_rejected_by_name():
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'hdetr',
+                                   'h_deformable_detr_r50_two_stage_12ep.py'))
+    cfg.model.backbone.init_cfg = None
+    cfg.model.bbox_head.num_querry = 300
+    with pytest.raises(TypeError, match='num_querry'):
+        build_detector(cfg.model)
+
+
 def test_configs_found():
     assert any('hdetr' in p for p in CONFIGS)
 
@@ -41,8 +50,8 @@ def test_config_builds_and_runs(path):
     cfg.model.backbone.init_cfg = None
     model = build_detector(cfg.model)
     model.init_weights()
-    # Large enough for 1800 two-stage proposals (one per encoder position).
-    inputs = detection_inputs([(256, 352), (224, 320)], num_boxes=(3, 0))
+    # 2765 encoder positions: enough for up to 900 + 1500 two-stage queries.
+    inputs = detection_inputs([(320, 416), (288, 416)], num_boxes=(3, 0))
 
     model.train()
     losses = model.forward_train(**inputs)

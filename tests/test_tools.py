@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from mmcv import Config
 
-from opera.utils import check_data_paths, replace_data_root
+from opera.utils import check_data_paths, load_config, replace_data_root
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / 'tests' / 'configs' / 'tiny_deformable_detr.py'
+CONFIG = REPO / 'tests' / 'configs' / 'tiny_h_deformable_detr.py'
 COCO_MINI = Path(
     os.environ.get('OPERA_COCO_MINI',
                    REPO.parent / 'shared' / 'data' / 'coco_mini'))
@@ -66,9 +66,15 @@ def run_ok(command, port=None):
 
 def bbox_map(stdout):
     """Return the bbox_mAP printed by test.py."""
-    found = re.search(r"'bbox_mAP': ([-0-9.]+)", stdout)
+    found = re.search(r'^bbox_mAP: ([-0-9.]+)$', stdout, re.MULTILINE)
     assert found, f'no bbox_mAP in output:\n{stdout[-3000:]}'
     return float(found.group(1))
+
+
+def load_results(path):
+    """Load a results pkl written by test.py --out."""
+    with open(path, 'rb') as f:
+        return pickle.load(f)
 
 
 @pytest.fixture(scope='module')
@@ -113,7 +119,8 @@ def trained(tmp_path_factory, data_options):
 
 @pytest.fixture(scope='module')
 def single_test(trained, data_options, tmp_path_factory):
-    """(stdout, pkl path) of test.py --eval bbox --out on the checkpoint."""
+    """(stdout, pkl path) of test.py --eval bbox --out on the checkpoint,
+    at the config's batch size of two images."""
     out = tmp_path_factory.mktemp('test') / 'results.pkl'
     stdout = run_ok([
         sys.executable, 'tools/test.py', CONFIG, trained / 'epoch_2.pth',
@@ -129,8 +136,10 @@ def test_train_writes_checkpoints_and_finite_losses(trained):
     assert (trained / 'latest.pth').exists()
     json_logs = list(trained.glob('*.log.json'))
     assert len(json_logs) == 1
-    records = [json.loads(line) for line in json_logs[0].read_text().splitlines()
-               if '"loss"' in line]
+    records = [
+        json.loads(line) for line in json_logs[0].read_text().splitlines()
+        if '"loss"' in line
+    ]
     assert records, 'no training losses were logged'
     for record in records:
         assert math.isfinite(record['loss']), record
@@ -140,9 +149,7 @@ def test_train_writes_checkpoints_and_finite_losses(trained):
 def test_test_evaluates_and_dumps_results(single_test):
     stdout, out = single_test
     assert 0.0 <= bbox_map(stdout) <= 1.0
-    with open(out, 'rb') as f:
-        results = pickle.load(f)
-    assert len(results) == NUM_IMAGES
+    assert len(load_results(out)) == NUM_IMAGES
     assert list(out.parent.glob('eval_*.json'))
 
 
@@ -157,28 +164,34 @@ def test_dist_train_two_cpu_processes(tmp_path, data_options):
     assert (tmp_path / 'epoch_1.pth').is_file()
 
 
-@needs_coco_mini
-def test_dist_test_matches_single_process(trained, single_test, tmp_path,
-                                          data_options):
-    single_stdout, single_out = single_test
-    dist_out = tmp_path / 'dist.pkl'
-    stdout = run_ok([
-        'bash', 'tools/dist_test.sh', CONFIG, trained / 'epoch_2.pth', '2',
-        '--eval', 'bbox', '--out', dist_out, '--cfg-options', *data_options
-    ],
-                    port=free_port())
-    assert bbox_map(stdout) == bbox_map(single_stdout)
-    with open(single_out, 'rb') as f:
-        single_results = pickle.load(f)
-    with open(dist_out, 'rb') as f:
-        dist_results = pickle.load(f)
-    assert len(dist_results) == NUM_IMAGES
-    for single, distributed in zip(single_results, dist_results):
-        for single_cls, dist_cls in zip(single, distributed):
-            np.testing.assert_allclose(single_cls, dist_cls, atol=1e-2)
+def tool_command(launch, checkpoint, *options):
+    """The command line of a single-process or a 2-process test run."""
+    if launch == 'single':
+        return [sys.executable, 'tools/test.py', CONFIG, checkpoint, *options]
+    return ['bash', 'tools/dist_test.sh', CONFIG, checkpoint, '2', *options]
 
 
 @needs_coco_mini
+def test_dist_test_matches_single_process(trained, tmp_path, data_options):
+    # One image per batch: in a batch of two, an image is padded to its
+    # partner's size, DETR's output depends on that padding, and the
+    # partners differ between one process and two.
+    maps, results = {}, {}
+    for launch in ('single', 'dist'):
+        out = tmp_path / f'{launch}.pkl'
+        stdout = run_ok(
+            tool_command(launch, trained / 'epoch_2.pth', '--eval', 'bbox',
+                         '--out', out, '--cfg-options', *data_options,
+                         'data.test_dataloader.samples_per_gpu=1'),
+            port=free_port())
+        maps[launch], results[launch] = bbox_map(stdout), load_results(out)
+    assert maps['dist'] == maps['single']
+    assert len(results['dist']) == NUM_IMAGES
+    for single, distributed in zip(results['single'], results['dist']):
+        for single_boxes, dist_boxes in zip(single, distributed):
+            np.testing.assert_allclose(single_boxes, dist_boxes, atol=1e-3)
+
+
 def test_missing_data_root_fails_before_training(tmp_path):
     missing = tmp_path / 'no_such_root'
     proc = run([
@@ -218,14 +231,17 @@ def make_config(data_root='data/coco/'):
                     type='RepeatDataset',
                     times=2,
                     dataset=dict(
-                        ann_file=[f'{folder}/ann/a.json', f'{folder}/ann/b.json'],
+                        ann_file=[
+                            f'{folder}/ann/a.json', f'{folder}/ann/b.json'
+                        ],
                         img_prefix=f'{folder}/train/')),
                 val=dict(
                     ann_file=f'{folder}/ann/val.json',
                     img_prefix='data/coco_extra/val/',
                     seg_prefix=(f'{folder}/seg/', 'other/')),
-                test=[dict(ann_file=f'{folder}/ann/val.json', img_prefix=folder)
-                      ])))
+                test=[
+                    dict(ann_file=f'{folder}/ann/val.json', img_prefix=folder)
+                ])))
 
 
 def test_replace_data_root_rewrites_nested_paths():
@@ -269,3 +285,15 @@ def test_check_data_paths_names_split_key_and_path(tmp_path):
     assert 'data.train.ann_file' in message
     assert f'{root}ann/b.json' in message
     assert 'data_root' in message
+
+
+def test_load_config_moves_data_root_then_merges():
+    cfg = load_config(
+        CONFIG, {
+            'data_root': 'elsewhere',
+            'model.bbox_head.num_reg_fcs': 1,
+            'data.test_dataloader.samples_per_gpu': 1
+        })
+    assert cfg.data.test.img_prefix == 'elsewhere/train2017/'
+    assert cfg.model.bbox_head.num_reg_fcs == 1
+    assert cfg.data.test_dataloader.samples_per_gpu == 1

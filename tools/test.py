@@ -94,11 +94,12 @@ def _check_args(parser, args):
 def loader_args(cfg, distributed):
     """Return build_dataloader's arguments for the test split."""
     test_loader_cfg = cfg.data.get('test_dataloader', {})
+    default_batch = cfg.data.get('samples_per_gpu', 1)
+    default_workers = cfg.data.get('workers_per_gpu', 2)
     return dict(
-        samples_per_gpu=test_loader_cfg.get(
-            'samples_per_gpu', cfg.data.get('samples_per_gpu', 1)),
-        workers_per_gpu=test_loader_cfg.get(
-            'workers_per_gpu', cfg.data.get('workers_per_gpu', 2)),
+        samples_per_gpu=test_loader_cfg.get('samples_per_gpu', default_batch),
+        workers_per_gpu=test_loader_cfg.get('workers_per_gpu',
+                                            default_workers),
         dist=distributed,
         shuffle=False)
 
@@ -133,19 +134,20 @@ def evaluate(dataset, results, cfg, args):
     accepted = inspect.signature(dataset.evaluate).parameters
     eval_kwargs = {
         key: value
-        for key, value in cfg.get('evaluation', {}).items()
-        if key in accepted
+        for key, value in cfg.get('evaluation', {}).items() if key in accepted
     }
     eval_kwargs.update(args.eval_options or {})
     eval_kwargs['metric'] = args.eval
     metrics = dataset.evaluate(results, **eval_kwargs)
-    print(metrics)
+    for name, value in metrics.items():
+        print(f'{name}: {value}')
     if args.work_dir is not None:
         mmcv.mkdir_or_exist(osp.abspath(args.work_dir))
         timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
         mmcv.dump(
-            dict(config=args.config, checkpoint=args.checkpoint,
-                 metric=metrics),
+            dict(
+                config=args.config, checkpoint=args.checkpoint,
+                metric=metrics),
             osp.join(args.work_dir, f'eval_{timestamp}.json'))
 
 
@@ -177,8 +179,8 @@ def main():
         results = multi_gpu_test(model, data_loader, args.tmpdir,
                                  args.gpu_collect)
     else:
-        results = single_gpu_test(model, data_loader, args.show,
-                                  args.show_dir, args.show_score_thr)
+        results = single_gpu_test(model, data_loader, args.show, args.show_dir,
+                                  args.show_score_thr)
     rank, _ = get_dist_info()
     if rank == 0:
         report(dataset, results, cfg, args)

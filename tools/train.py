@@ -14,7 +14,6 @@ import time
 import warnings
 
 import mmcv
-import torch.distributed as dist
 from mmcv import DictAction
 from mmcv.runner import get_dist_info
 from mmdet.apis import init_random_seed, set_random_seed
@@ -134,7 +133,7 @@ def seed_everything(cfg, args, logger):
     """Pick (or take) the seed, seed all generators and return it."""
     seed = init_random_seed(args.seed, device=cfg.device)
     if args.diff_seed:
-        seed += dist.get_rank()
+        seed += get_dist_info()[0]
     logger.info(f'Set random seed to {seed}, '
                 f'deterministic: {args.deterministic}')
     set_random_seed(seed, deterministic=args.deterministic)

@@ -78,6 +78,7 @@ def collect_results(rank_results, size):
         return rank_results[:size]
     all_results = [None] * world_size
     dist.all_gather_object(all_results, rank_results)
-    ordered = [result for same_step in zip(*all_results)
-               for result in same_step]
+    ordered = [
+        result for same_step in zip(*all_results) for result in same_step
+    ]
     return ordered[:size]

@@ -3,7 +3,6 @@ that dataset files exist."""
 import os.path as osp
 
 from mmcv import Config
-from mmcv.utils import import_modules_from_strings
 
 DATA_ROOT_HINT = ('Set data_root to the folder that holds your data, e.g. '
                   '--cfg-options data_root=../shared/data/coco_mini/')
@@ -17,7 +16,7 @@ def load_config(path, cfg_options=None):
     A ``data_root`` override is applied first with
     :func:`replace_data_root`, so every path derived from the old root moves
     with it; the other overrides are merged afterwards and can still set
-    single paths. ``custom_imports`` of the config are imported.
+    single paths.
 
     Args:
         path (str): Config file.
@@ -31,10 +30,7 @@ def load_config(path, cfg_options=None):
     new_root = options.pop('data_root', None)
     if new_root is not None:
         replace_data_root(cfg, new_root)
-    if options:
-        cfg.merge_from_dict(options)
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
+    cfg.merge_from_dict(options)
     return cfg
 
 
@@ -110,8 +106,9 @@ def _leaf_datasets(dataset_cfg):
         for item in dataset_cfg:
             yield from _leaf_datasets(item)
         return
-    wrapped = [dataset_cfg[key] for key in WRAPPED_DATASET_KEYS
-               if key in dataset_cfg]
+    wrapped = [
+        dataset_cfg[key] for key in WRAPPED_DATASET_KEYS if key in dataset_cfg
+    ]
     if not wrapped:
         yield dataset_cfg
     for inner in wrapped:

@@ -60,8 +60,9 @@ def _export_slurm_env(port):
     """Turn slurm's variables into the env:// ones; return (rank, local)."""
     rank = int(os.environ['SLURM_PROCID'])
     world_size = int(os.environ['SLURM_NTASKS'])
-    local_rank = int(os.environ.get('SLURM_LOCALID',
-                                    rank % max(torch.cuda.device_count(), 1)))
+    local_rank = int(
+        os.environ.get('SLURM_LOCALID',
+                       rank % max(torch.cuda.device_count(), 1)))
     if port is None:
         port = os.environ.get('PORT',
                               os.environ.get('MASTER_PORT', DEFAULT_PORT))
@@ -78,5 +79,7 @@ def _first_slurm_host():
     """Return the first host name of the job's node list."""
     node_list = os.environ['SLURM_NODELIST']
     hosts = subprocess.run(['scontrol', 'show', 'hostname', node_list],
-                           check=True, capture_output=True, text=True)
+                           check=True,
+                           capture_output=True,
+                           text=True)
     return hosts.stdout.split()[0]

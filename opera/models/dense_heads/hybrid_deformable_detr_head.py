@@ -12,6 +12,7 @@ from mmcv.runner import force_fp32
 from mmdet.models.dense_heads import DeformableDETRHead
 
 from ..builder import HEADS
+from ..utils.arguments import reject_unknown_arguments
 from ..utils.hybrid_matching import HybridQueryGroups
 from ..utils.transformer import refine_reference
 
@@ -35,6 +36,7 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                  k_one2many=6,
                  lambda_one2many=1.0,
                  **kwargs):
+        reject_unknown_arguments(type(self), kwargs)
         # _init_layers (called by the parent) sizes the query embedding.
         self.hybrid = HybridQueryGroups(num_query, num_query_one2many,
                                         k_one2many, lambda_one2many)

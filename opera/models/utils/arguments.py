@@ -1,0 +1,28 @@
+"""Strict constructor arguments for modules built on permissive parents."""
+import inspect
+
+NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+         inspect.Parameter.KEYWORD_ONLY)
+
+
+def reject_unknown_arguments(cls, kwargs):
+    """Raise if ``kwargs`` holds a name no ``__init__`` of ``cls`` declares.
+
+    mmdet's DETR heads take ``**kwargs`` and drop what they do not know, so a
+    misspelt config key (``num_querry=300``) would otherwise train silently
+    with the default. Call this in ``__init__`` before passing ``kwargs`` on.
+
+    Raises:
+        TypeError: Naming every unknown argument.
+    """
+    known = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is not None:
+            known.update(p.name
+                         for p in inspect.signature(init).parameters.values()
+                         if p.kind in NAMED)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(f'{cls.__name__} got unknown argument(s) '
+                        f'{", ".join(unknown)} (misspelt config keys?)')
