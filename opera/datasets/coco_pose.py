@@ -1,0 +1,351 @@
+"""COCO person keypoints as an mmdet dataset with keypoint evaluation."""
+import contextlib
+import io
+from collections import OrderedDict
+
+import mmcv
+import numpy as np
+from mmcv.utils import print_log
+from mmdet.datasets import CocoDataset
+from xtcocotools.coco import COCO as XTCOCO
+from xtcocotools.cocoeval import COCOeval as XTCOCOeval
+
+from .builder import DATASETS
+
+RESULTS_FORMAT = (
+    'one (bbox_results, keypoint_results) tuple per image, each a list over '
+    'classes of [n, 5] arrays (x1, y1, x2, y2, score) and [n, K, 3] arrays '
+    '(x, y, keypoint score)')
+
+
+@DATASETS.register_module()
+class CocoPoseDataset(CocoDataset):
+    """COCO person keypoints (17 keypoints, one class 'person').
+
+    ``get_ann_info`` returns per image:
+
+    - ``bboxes``: [n, 4] float32 ``(x1, y1, x2, y2)``;
+    - ``labels``: [n] int64;
+    - ``keypoints``: [n, K, 3] float32 ``(x, y, v)``;
+    - ``areas``: [n] float32, the annotated instance area;
+    - ``bboxes_ignore``: [m, 4] float32, the crowd regions.
+
+    Persons with ``num_keypoints == 0`` are skipped (they neither become
+    targets nor ignore regions); crowd annotations become ignore regions;
+    boxes narrower or lower than 1 pixel, or outside the image, are
+    skipped. In training (``filter_empty_gt``) only images with at least one
+    non-crowd person with keypoints are kept.
+
+    Args:
+        flip_pairs (list[list[int]], optional): ``[left, right]`` keypoint
+            index pairs swapped by a mirror. Defaults to ``FLIP_PAIRS``.
+        sigmas (list[float], optional): Per-keypoint OKS sigmas, length K.
+            Defaults to ``SIGMAS``.
+        skeleton (list[list[int]], optional): Keypoint index pairs joined
+            when drawing. Defaults to ``SKELETON``.
+        *args, **kwargs: Those of :class:`mmdet.datasets.CocoDataset`.
+    """
+
+    CLASSES = ('person', )
+    KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear',
+                      'right_ear', 'left_shoulder', 'right_shoulder',
+                      'left_elbow', 'right_elbow', 'left_wrist',
+                      'right_wrist', 'left_hip', 'right_hip', 'left_knee',
+                      'right_knee', 'left_ankle', 'right_ankle')
+    FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12],
+                  [13, 14], [15, 16]]
+    SIGMAS = [
+        .026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062,
+        .107, .107, .087, .087, .089, .089
+    ]
+    SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11],
+                [6, 12], [5, 6], [5, 7], [6, 8], [7, 9], [8, 10], [1, 2],
+                [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6]]
+    # xtcocotools evaluation: iou type, whether the OKS scale is the
+    # annotated area (else 0.53 x box area), and the names of its stats.
+    KEYPOINT_IOU_TYPE = 'keypoints'
+    USE_AREA = True
+    KEYPOINT_STATS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_m', 'mAP_l', 'AR',
+                      'AR_50', 'AR_75', 'AR_m', 'AR_l')
+    METRICS = ('keypoints', 'bbox')
+
+    def __init__(self,
+                 *args,
+                 flip_pairs=None,
+                 sigmas=None,
+                 skeleton=None,
+                 **kwargs):
+        if flip_pairs is None:
+            flip_pairs = self.FLIP_PAIRS
+        if sigmas is None:
+            sigmas = self.SIGMAS
+        if skeleton is None:
+            skeleton = self.SKELETON
+        self.flip_pairs = [list(pair) for pair in flip_pairs]
+        self.sigmas = np.array(sigmas, dtype=np.float64)
+        self.skeleton = [list(pair) for pair in skeleton]
+        for pair in self.flip_pairs + self.skeleton:
+            if max(pair) >= self.num_keypoints:
+                raise ValueError(f'keypoint pair {pair} is out of range for '
+                                 f'{self.num_keypoints} keypoints')
+        super().__init__(*args, **kwargs)
+
+    @property
+    def num_keypoints(self):
+        """int: Keypoints per instance (K)."""
+        return len(self.sigmas)
+
+    def pre_pipeline(self, results):
+        """Add the keypoint/area field lists and the flip pairs."""
+        super().pre_pipeline(results)
+        results['keypoint_fields'] = []
+        results['area_fields'] = []
+        results['flip_pairs'] = self.flip_pairs
+
+    def _filter_imgs(self, min_size=32):
+        """Drop small images and, in training, images without posed
+        persons."""
+        valid_inds = super()._filter_imgs(min_size)
+        if not self.filter_empty_gt:
+            return valid_inds
+        posed = {
+            ann['image_id']
+            for ann in self.coco.anns.values()
+            if self._num_keypoints(ann) > 0 and not ann.get('iscrowd', 0)
+        }
+        kept = [(i, img_id) for i, img_id in zip(valid_inds, self.img_ids)
+                if img_id in posed]
+        self.img_ids = [img_id for _, img_id in kept]
+        return [i for i, _ in kept]
+
+    @staticmethod
+    def _num_keypoints(ann):
+        """Labelled keypoints of an annotation (its ``num_keypoints``)."""
+        if 'num_keypoints' in ann:
+            return ann['num_keypoints']
+        return int(np.count_nonzero(np.asarray(ann['keypoints'])[2::3]))
+
+    def _instance_area(self, ann):
+        """Area used to scale OKS: the annotated ``area``."""
+        return ann['area']
+
+    @staticmethod
+    def _xyxy_in_image(ann, img_info):
+        """The ``[x1, y1, x2, y2]`` box of ``ann``, or None if degenerate.
+
+        Degenerate: narrower or lower than 1 pixel, or outside the image.
+        """
+        x1, y1, w, h = ann['bbox']
+        inter_w = min(x1 + w, img_info['width']) - max(x1, 0)
+        inter_h = min(y1 + h, img_info['height']) - max(y1, 0)
+        if w < 1 or h < 1 or inter_w <= 0 or inter_h <= 0:
+            return None
+        return [x1, y1, x1 + w, y1 + h]
+
+    def _parse_ann_info(self, img_info, ann_info):
+        """Turn the COCO annotations of one image into arrays.
+
+        Args:
+            img_info (dict): The image entry (``width``, ``height``, ...).
+            ann_info (list[dict]): Its COCO annotations.
+
+        Returns:
+            dict: ``bboxes`` [n, 4], ``labels`` [n], ``keypoints``
+            [n, K, 3], ``areas`` [n], ``bboxes_ignore`` [m, 4].
+        """
+        bboxes, labels, keypoints, areas, ignores = [], [], [], [], []
+        for ann in ann_info:
+            box = self._xyxy_in_image(ann, img_info)
+            if (box is None or ann.get('ignore', False)
+                    or ann['category_id'] not in self.cat_ids):
+                continue
+            if ann.get('iscrowd', False):
+                ignores.append(box)
+            elif self._num_keypoints(ann) > 0:
+                bboxes.append(box)
+                labels.append(self.cat2label[ann['category_id']])
+                keypoints.append(ann['keypoints'])
+                areas.append(self._instance_area(ann))
+        return dict(
+            bboxes=np.array(bboxes, dtype=np.float32).reshape(-1, 4),
+            labels=np.array(labels, dtype=np.int64),
+            keypoints=np.array(keypoints, dtype=np.float32).reshape(
+                -1, self.num_keypoints, 3),
+            areas=np.array(areas, dtype=np.float32),
+            bboxes_ignore=np.array(ignores, dtype=np.float32).reshape(-1, 4))
+
+    def _split_results(self, results):
+        """Check ``results`` and split it into its bbox and keypoint parts.
+
+        Args:
+            results (list): Per image either ``(bbox_results,
+                keypoint_results)`` or plain mmdet ``bbox_results``.
+
+        Returns:
+            tuple[list, list | None]: Per-image bbox results and keypoint
+            results (None for plain bbox results).
+        """
+        if not isinstance(results, list) or len(results) != len(self):
+            raise TypeError(f'expected a list of {len(self)} results, '
+                            f'{RESULTS_FORMAT}')
+        if all(self._is_bbox_result(r) for r in results):
+            return results, None
+        if not all(self._is_pose_result(r) for r in results):
+            raise TypeError(f'unrecognised results: expected {RESULTS_FORMAT}'
+                            ' (or plain mmdet bbox results for bbox AP)')
+        return [r[0] for r in results], [r[1] for r in results]
+
+    def _is_pose_result(self, result):
+        """Whether ``result`` is a matching ``(bbox_results,
+        keypoint_results)`` pair."""
+        return (isinstance(result, (tuple, list)) and len(result) == 2
+                and self._is_bbox_result(result[0])
+                and self._is_keypoint_result(result[1], result[0]))
+
+    def _is_bbox_result(self, result):
+        """Whether ``result`` is a per-class list of [n, 5] arrays."""
+        return (isinstance(result, (list, tuple))
+                and len(result) == len(self.CLASSES) and all(
+                    isinstance(a, np.ndarray) and a.ndim == 2
+                    and a.shape[1] == 5 for a in result))
+
+    def _is_keypoint_result(self, result, bbox_result):
+        """Whether ``result`` is a per-class list of [n, K, 3] arrays that
+        matches ``bbox_result`` instance by instance."""
+        return (isinstance(result, (list, tuple))
+                and len(result) == len(bbox_result) and all(
+                    isinstance(a, np.ndarray)
+                    and a.shape == (len(b), self.num_keypoints, 3)
+                    for a, b in zip(result, bbox_result)))
+
+    def _kpt2json(self, bbox_results, keypoint_results):
+        """COCO keypoint result entries; the instance score is the box's."""
+        entries = []
+        for img_id, boxes_per_class, kpts_per_class in zip(
+                self.img_ids, bbox_results, keypoint_results):
+            for label, (boxes, kpts) in enumerate(
+                    zip(boxes_per_class, kpts_per_class)):
+                for box, kpt in zip(boxes, kpts):
+                    entries.append(
+                        dict(
+                            image_id=img_id,
+                            category_id=self.cat_ids[label],
+                            keypoints=[float(x) for x in kpt.reshape(-1)],
+                            score=float(box[4])))
+        return entries
+
+    def results2json(self, results, outfile_prefix):
+        """Write ``{prefix}.bbox.json`` and ``{prefix}.keypoints.json``.
+
+        Args:
+            results (list): See :meth:`evaluate`; plain bbox results write
+                the bbox file only.
+            outfile_prefix (str): e.g. ``"work_dir/results"``.
+
+        Returns:
+            dict[str, str]: Files by kind: 'bbox', 'proposal' (the bbox
+            file, as mmdet does) and 'keypoints'.
+        """
+        bbox_results, keypoint_results = self._split_results(results)
+        bbox_file = f'{outfile_prefix}.bbox.json'
+        mmcv.dump(self._det2json(bbox_results), bbox_file)
+        result_files = dict(bbox=bbox_file, proposal=bbox_file)
+        if keypoint_results is not None:
+            result_files['keypoints'] = f'{outfile_prefix}.keypoints.json'
+            mmcv.dump(
+                self._kpt2json(bbox_results, keypoint_results),
+                result_files['keypoints'])
+        return result_files
+
+    def evaluate(self,
+                 results,
+                 metric='keypoints',
+                 logger=None,
+                 jsonfile_prefix=None,
+                 classwise=False,
+                 proposal_nums=(100, 300, 1000),
+                 iou_thrs=None,
+                 metric_items=None):
+        """COCO keypoint AP (xtcocotools) and/or mmdet's COCO bbox AP.
+
+        Args:
+            results (list): One ``(bbox_results, keypoint_results)`` per
+                image: lists over classes of [n, 5] arrays ``(x1, y1, x2,
+                y2, score)`` and [n, K, 3] arrays ``(x, y, keypoint score)``.
+                Plain mmdet bbox results are accepted for 'bbox'.
+            metric (str | list[str]): 'keypoints' and/or 'bbox'.
+            logger (logging.Logger | str, optional): Where to print.
+            jsonfile_prefix (str, optional): Keep the result files there;
+                a temporary directory is used otherwise.
+            classwise, proposal_nums, iou_thrs, metric_items: Passed to
+                mmdet's bbox evaluation (its ``bbox_mAP`` is taken at
+                ``proposal_nums[-1]`` detections per image).
+
+        Returns:
+            dict[str, float]: ``keypoints_mAP``, ``keypoints_mAP_50``, ...
+            (unrounded) and mmdet's ``bbox_mAP``, ... entries.
+        """
+        metrics = [metric] if isinstance(metric, str) else list(metric)
+        for name in metrics:
+            if name not in self.METRICS:
+                raise KeyError(f"metric '{name}' is not supported by "
+                               f'{type(self).__name__}: use {self.METRICS}')
+        bbox_results, keypoint_results = self._split_results(results)
+        if 'keypoints' in metrics and keypoint_results is None:
+            raise TypeError(f"metric 'keypoints' needs {RESULTS_FORMAT}; got "
+                            'bbox results only')
+        result_files, tmp_dir = self.format_results(results, jsonfile_prefix)
+        eval_results = OrderedDict()
+        for name in metrics:
+            if name == 'keypoints':
+                eval_results.update(
+                    self._evaluate_keypoints(result_files['keypoints'],
+                                             logger))
+            else:
+                eval_results.update(
+                    self.evaluate_det_segm(bbox_results, result_files,
+                                           self.coco, ['bbox'], logger,
+                                           classwise, proposal_nums,
+                                           iou_thrs, metric_items))
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+        return eval_results
+
+    def _evaluate_keypoints(self, keypoint_file, logger=None):
+        """Run xtcocotools keypoint evaluation on a result file.
+
+        Returns:
+            dict[str, float]: ``keypoints_<stat>`` for ``KEYPOINT_STATS``
+            plus ``keypoints_mAP_copypaste`` (the AP stats, 3 decimals).
+        """
+        print_log('\nEvaluating keypoints...', logger=logger)
+        predictions = mmcv.load(keypoint_file)
+        if not predictions:
+            print_log('No keypoint results to evaluate.', logger=logger)
+            return {f'keypoints_{k}': 0.0 for k in self.KEYPOINT_STATS}
+        summary = io.StringIO()
+        with self.file_client.get_local_path(self.ann_file) as ann_path, \
+                contextlib.redirect_stdout(summary):
+            coco_gt = XTCOCO(ann_path)
+            coco_eval = XTCOCOeval(coco_gt, coco_gt.loadRes(predictions),
+                                   self.KEYPOINT_IOU_TYPE, self.sigmas,
+                                   self.USE_AREA)
+            coco_eval.params.catIds = self.cat_ids
+            coco_eval.params.imgIds = self.img_ids
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        print_log('\n' + self._summary_lines(summary.getvalue()), logger)
+        stats = [float(s) for s in coco_eval.stats]
+        eval_results = OrderedDict(
+            (f'keypoints_{k}', s) for k, s in zip(self.KEYPOINT_STATS, stats))
+        eval_results['keypoints_mAP_copypaste'] = ' '.join(
+            f'{s:.3f}' for k, s in zip(self.KEYPOINT_STATS, stats)
+            if k.startswith('mAP'))
+        return eval_results
+
+    @staticmethod
+    def _summary_lines(printout):
+        """Keep the ``Average Precision/Recall`` lines of a printout."""
+        return '\n'.join(line for line in printout.splitlines()
+                         if line.lstrip().startswith('Average'))
