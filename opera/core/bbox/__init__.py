@@ -1,4 +1,10 @@
 from .builder import (BBOX_ASSIGNERS, MATCH_COST, build_assigner,
                       build_match_cost)
+from .assigners import PoseHungarianAssigner, match_with_repeated_targets
+from .match_costs import KptL1Cost, OksCost
 
-__all__ = ['BBOX_ASSIGNERS', 'MATCH_COST', 'build_assigner', 'build_match_cost']
+__all__ = [
+    'BBOX_ASSIGNERS', 'MATCH_COST', 'build_assigner', 'build_match_cost',
+    'PoseHungarianAssigner', 'match_with_repeated_targets', 'KptL1Cost',
+    'OksCost'
+]

@@ -1,0 +1,3 @@
+from .keypoint_costs import KptL1Cost, OksCost
+
+__all__ = ['KptL1Cost', 'OksCost']

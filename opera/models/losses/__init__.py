@@ -1,0 +1,3 @@
+from .oks_loss import OKSLoss, oks_loss
+
+__all__ = ['OKSLoss', 'oks_loss']

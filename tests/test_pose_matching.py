@@ -1,0 +1,184 @@
+"""Pose matching of PETR: keypoint costs and the Hungarian pose assigner."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+import opera  # noqa: F401
+from opera.core.bbox import (build_assigner, build_match_cost,
+                             match_with_repeated_targets)
+
+IMG_META = dict(img_shape=(400, 600, 3))  # h, w
+PETR_ASSIGNER = dict(
+    type='opera.PoseHungarianAssigner',
+    cls_cost=dict(type='mmdet.FocalLossCost', weight=2.0),
+    kpt_cost=dict(type='opera.KptL1Cost', weight=70.0),
+    oks_cost=dict(type='opera.OksCost', weight=7.0))
+
+
+def test_kpt_l1_cost_by_hand():
+    cost = build_match_cost(dict(type='opera.KptL1Cost', weight=70.0))
+    kpt_pred = torch.tensor([[0.1, 0.2, 0.5, 0.5], [0.3, 0.3, 0.4, 0.6]])
+    gt_keypoints = torch.tensor([
+        [[0.1, 0.4, 2], [0.9, 0.9, 0]],  # only keypoint 0 labelled
+        [[0.0, 0.0, 0], [0.0, 0.0, 0]],  # nothing labelled
+        [[0.2, 0.2, 1], [0.5, 0.7, 2]],  # both labelled (v=1 counts)
+    ])
+    # gt 0 (one keypoint, divisor 2): q0 (0 + .2) / 2 = .1,
+    #   q1 (.2 + .1) / 2 = .15
+    # gt 1: no labelled keypoint -> 0 (finite)
+    # gt 2 (divisor 4): q0 (.1 + 0 + 0 + .2) / 4 = .075,
+    #   q1 (.1 + .1 + .1 + .1) / 4 = .1
+    expected = 70 * torch.tensor([[0.1, 0.0, 0.075], [0.15, 0.0, 0.1]])
+    assert torch.allclose(cost(kpt_pred, gt_keypoints), expected, atol=1e-5)
+
+
+def test_oks_cost_by_hand_and_ignores_unlabelled():
+    cost = build_match_cost(
+        dict(
+            type='opera.OksCost',
+            weight=7.0,
+            num_keypoints=2,
+            sigmas=[0.25, 0.5]))
+    gt_keypoints = torch.tensor([[[10., 10., 2], [50., 50., 2]],
+                                 [[10., 10., 2], [0., 0., 0]]])
+    gt_areas = torch.tensor([100., 100.])
+    kpt_pred = torch.tensor([
+        [13., 14., 50., 50.],  # keypoint 0 off by (3, 4)
+        [10., 10., 50., 50.],  # perfect
+        [10., 10., 90., 0.],  # keypoint 1 far off
+    ])
+    # OKS = mean over labelled k of exp(-d_k^2 / (2 * area * (2 sigma_k)^2))
+    # q0/gt0: k0 d^2 = 25, (2 * .25)^2 = .25 -> e = 25 / (2 * 100 * .25)
+    #   = .5; k1 exact -> e = 0. OKS = (exp(-.5) + 1) / 2 = .803265
+    # q0/gt1: only k0 labelled -> exp(-.5) = .606531
+    # q1: perfect -> OKS 1 with both; q2/gt1: k1 is unlabelled -> 1
+    # q2/gt0: k1 d^2 = 40^2 + 50^2 = 4100, (2 * .5)^2 = 1
+    #   -> e = 4100 / 200 = 20.5 -> (1 + exp(-20.5)) / 2
+    half = math.exp(-0.5)
+    expected_oks = torch.tensor([[(half + 1) / 2, half], [1.0, 1.0],
+                                 [(1 + math.exp(-20.5)) / 2, 1.0]])
+    result = cost(kpt_pred, gt_keypoints, gt_areas)
+    assert torch.allclose(result, -7.0 * expected_oks, atol=1e-6)
+
+
+def test_oks_cost_coco_sigmas():
+    cost = build_match_cost(dict(type='opera.OksCost', weight=1.0))
+    gt_keypoints = torch.zeros(1, 17, 3)
+    gt_keypoints[0, :2] = torch.tensor([[100., 100., 2], [110., 95., 2]])
+    kpt_pred = gt_keypoints[:, :, :2].clone()
+    kpt_pred[0, 0, 0] += 2.6  # nose: sigma .026, (2 sigma)^2 = .002704
+    kpt_pred[0, 5:] = 300.  # unlabelled keypoints: ignored
+    # nose: e = 2.6^2 / (2 * 2500 * .002704) = 6.76 / 13.52 = .5
+    # left eye exact -> OKS = (exp(-.5) + 1) / 2
+    result = cost(kpt_pred.reshape(1, -1), gt_keypoints, torch.tensor([2500.]))
+    assert result.item() == pytest.approx(-(math.exp(-0.5) + 1) / 2, 1e-6)
+
+
+def test_oks_cost_rejects_unknown_keypoint_count():
+    with pytest.raises(ValueError):
+        build_match_cost(dict(type='opera.OksCost', num_keypoints=5))
+
+
+def random_persons(num_gts, num_keypoints=17, seed=0):
+    """Keypoints [G, K, 3] in pixels of IMG_META's image, and areas [G]."""
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(num_gts, num_keypoints, 2, generator=gen)
+    labelled = torch.rand(num_gts, num_keypoints, generator=gen) > 0.3
+    keypoints = torch.cat(
+        [xy * torch.tensor([600., 400.]), 2.0 * labelled[..., None]], -1)
+    keypoints[..., :2] *= labelled[..., None]
+    areas = torch.rand(num_gts, generator=gen) * 5000 + 500
+    return keypoints, areas
+
+
+def test_assigner_recovers_permuted_poses():
+    assigner = build_assigner(PETR_ASSIGNER)
+    gt_keypoints, gt_areas = random_persons(4)
+    gt_keypoints[3, :, 2] = 0  # a person without labelled keypoints
+    gt_labels = torch.zeros(4, dtype=torch.long)
+    # Queries 6, 1, 4 predict persons 0, 1, 2 exactly; the rest are noise.
+    kpt_pred = torch.rand(8, 34, generator=torch.Generator().manual_seed(1))
+    exact = gt_keypoints[:3, :, :2] / torch.tensor([600., 400.])
+    kpt_pred[[6, 1, 4]] = exact.reshape(3, -1)
+    cls_pred = torch.zeros(8, 1)
+
+    cost = assigner.cost_matrix(cls_pred, kpt_pred, gt_labels, gt_keypoints,
+                                gt_areas, IMG_META)
+    assert cost.shape == (8, 4) and torch.isfinite(cost).all()
+    result = assigner.assign(cls_pred, kpt_pred, gt_labels, gt_keypoints,
+                             gt_areas, IMG_META)
+    assert result.num_gts == 4
+    assert result.gt_inds[[6, 1, 4]].tolist() == [1, 2, 3]
+    matched = result.gt_inds[result.gt_inds > 0]
+    assert sorted(matched.tolist()) == [1, 2, 3, 4]  # one query per person
+    assert (result.labels[result.gt_inds > 0] == 0).all()
+    assert (result.labels[result.gt_inds == 0] == -1).all()
+
+
+def test_assigner_no_person_is_all_background():
+    assigner = build_assigner(PETR_ASSIGNER)
+    result = assigner.assign(
+        torch.randn(5, 1), torch.rand(5, 34), torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, 17, 3), torch.zeros(0), IMG_META)
+    assert result.num_gts == 0
+    assert result.gt_inds.tolist() == [0] * 5
+    assert result.labels.tolist() == [-1] * 5
+
+
+def test_assigner_tiled_persons_get_distinct_queries():
+    assigner = build_assigner(PETR_ASSIGNER)
+    gt_keypoints, gt_areas = random_persons(2)
+    gt_labels = torch.zeros(2, dtype=torch.long)
+    gen = torch.Generator().manual_seed(2)
+    cls_pred = torch.randn(9, 1, generator=gen)
+    kpt_pred = torch.rand(9, 34, generator=gen)
+    args = (cls_pred, kpt_pred)
+    tiled = (gt_labels.repeat(3), gt_keypoints.repeat(3, 1, 1),
+             gt_areas.repeat(3))
+    plain = assigner.assign(*args, *tiled, IMG_META)
+    repeated = assigner.assign_repeated(*args, gt_labels, gt_keypoints,
+                                        gt_areas, IMG_META, 3)
+    for result in (plain, repeated):
+        assert result.num_gts == 6
+        assert sorted(result.gt_inds[result.gt_inds > 0].tolist()) == list(
+            range(1, 7))
+    # Same matching: the cost matrix is identical, only computed once.
+    assert torch.equal(plain.gt_inds, repeated.gt_inds)
+    assert torch.equal(plain.labels, repeated.labels)
+
+
+def brute_force_min_cost(cost):
+    """Smallest total cost of a full matching of the (shorter) side."""
+    num_rows, num_cols = cost.shape
+    if num_rows > num_cols:
+        return brute_force_min_cost(cost.T)
+    return min(cost[np.arange(num_rows), list(cols)].sum()
+               for cols in itertools.permutations(range(num_cols), num_rows))
+
+
+@pytest.mark.parametrize('num_query,num_gts,num_repeats',
+                         [(10, 3, 2), (7, 3, 3), (5, 4, 3), (20, 1, 5),
+                          (2, 3, 4), (3, 2, 3), (4, 2, 2), (4, 0, 3),
+                          (6, 2, 1)])
+def test_repeated_targets_equal_tiled_hungarian(num_query, num_gts,
+                                                num_repeats):
+    rng = np.random.default_rng(num_query * 100 + num_gts * 10 + num_repeats)
+    cost = rng.normal(size=(num_query, num_gts))
+    tiled_cost = np.concatenate([cost] * num_repeats, axis=1)
+    plain_rows, plain_cols = linear_sum_assignment(tiled_cost)
+
+    rows, cols = match_with_repeated_targets(
+        torch.from_numpy(cost), num_repeats)
+    assert len(rows) == min(num_query, num_repeats * num_gts)
+    assert len(set(rows)) == len(rows) and len(set(cols)) == len(cols)
+    assert list(zip(rows, cols)) == list(zip(plain_rows, plain_cols))
+    total = cost[rows, cols % max(num_gts, 1)].sum()
+    assert total == pytest.approx(tiled_cost[plain_rows, plain_cols].sum())
+    num_cols = num_repeats * num_gts
+    if 0 < math.perm(max(num_query, num_cols), min(num_query,
+                                                   num_cols)) <= 1000:
+        assert total == pytest.approx(brute_force_min_cost(tiled_cost))
