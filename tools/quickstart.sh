@@ -10,7 +10,7 @@ CONFIG=configs/quickstart/h_deformable_detr_r50_two_stage_sample.py
 WORK_DIR=${1:-work_dirs/quickstart}
 PYTHON=${PYTHON:-python3}
 
-echo "==> training $CONFIG (24 iterations) into $WORK_DIR"
+echo "==> training $CONFIG (16 iterations) into $WORK_DIR"
 "$PYTHON" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" --seed 0 \
   --deterministic --no-validate
 echo "==> evaluating $WORK_DIR/latest.pth on the sample (COCO box AP)"

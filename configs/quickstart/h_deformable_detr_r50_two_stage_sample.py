@@ -31,7 +31,7 @@ test_pipeline = [
             dict(type='RandomFlip'),
             dict(type='Normalize', **img_norm_cfg),
             dict(type='Pad', size_divisor=1),
-            dict(type='ImageToTensor', keys=['img']),
+            dict(type='DefaultFormatBundle'),  # batches of any size
             dict(type='Collect', keys=['img'])
         ])
 ]
@@ -46,8 +46,8 @@ data = dict(
     test=dict(**sample, pipeline=test_pipeline))
 optimizer = dict(lr=1e-3)
 lr_config = dict(step=[100])
-runner = dict(max_epochs=6)
+runner = dict(max_epochs=4)
 log_config = dict(interval=4)
-checkpoint_config = dict(interval=6)
-evaluation = dict(interval=6, save_best=None)
+checkpoint_config = dict(interval=4)
+evaluation = dict(interval=4, save_best=None)
 dist_params = dict(backend='gloo')

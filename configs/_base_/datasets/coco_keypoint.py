@@ -75,7 +75,7 @@ test_pipeline = [
             dict(type='RandomFlip'),
             dict(type='Normalize', **img_norm_cfg),
             dict(type='Pad', size_divisor=1),
-            dict(type='ImageToTensor', keys=['img']),
+            dict(type='DefaultFormatBundle'),  # batches of any size
             dict(type='Collect', keys=['img'])
         ])
 ]
