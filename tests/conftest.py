@@ -53,3 +53,27 @@ def detection_inputs(batch_shapes, pad_to=None, num_boxes=(3, 0), seed=0):
         boxes.append(torch.cat([xy, xy + wh], dim=1))
         labels.append(torch.randint(0, 80, (n, ), generator=gen))
     return dict(img=img, img_metas=metas, gt_bboxes=boxes, gt_labels=labels)
+
+
+def pose_inputs(batch_shapes,
+                num_persons=(0, 3),
+                seed=0,
+                num_keypoints=17):
+    """Detection inputs plus persons (label 0): keypoints [n, K, 3] inside
+    each box, all visible except for the first person of an image, which
+    has none; areas [n] of the boxes."""
+    inputs = detection_inputs(batch_shapes, num_boxes=num_persons, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    keypoints, areas = [], []
+    for boxes in inputs['gt_bboxes']:
+        num = boxes.size(0)
+        low, size = boxes[:, None, :2], boxes[:, None, 2:] - boxes[:, None, :2]
+        xy = low + torch.rand(num, num_keypoints, 2, generator=gen) * size
+        visible = torch.full((num, num_keypoints, 1), 2.)
+        visible[:1] = 0
+        keypoints.append(torch.cat([xy, visible], -1))
+        areas.append(size[:, 0].prod(-1))
+    inputs['gt_labels'] = [torch.zeros_like(l) for l in inputs['gt_labels']]
+    inputs['gt_keypoints'] = keypoints
+    inputs['gt_areas'] = areas
+    return inputs

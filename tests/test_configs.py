@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmcv import Config
 
-from conftest import REPO_ROOT, detection_inputs
+from conftest import REPO_ROOT, detection_inputs, pose_inputs
 
 import opera  # noqa: F401  (registers modules)
 from opera.models import build_detector
@@ -43,6 +43,16 @@ def test_configs_found():
     assert any('hdetr' in p for p in CONFIGS)
 
 
+def is_pose(cfg):
+    return 'num_keypoints' in cfg.model.bbox_head
+
+
+def check_detections(bboxes, num_classes, max_per_img):
+    assert len(bboxes) == num_classes
+    assert sum(len(b) for b in bboxes) == max_per_img
+    assert all(b.shape[1] == 5 for b in bboxes)
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=config_id)
 def test_config_builds_and_runs(path):
     cfg = Config.fromfile(path)
@@ -51,7 +61,12 @@ def test_config_builds_and_runs(path):
     model = build_detector(cfg.model)
     model.init_weights()
     # 2765 encoder positions: enough for up to 900 + 1500 two-stage queries.
-    inputs = detection_inputs([(320, 416), (288, 416)], num_boxes=(3, 0))
+    shapes = [(320, 416), (288, 416)]
+    if is_pose(cfg):
+        num_keypoints = cfg.model.bbox_head.num_keypoints
+        inputs = pose_inputs(shapes, num_keypoints=num_keypoints)
+    else:
+        inputs = detection_inputs(shapes, num_boxes=(3, 0))
 
     model.train()
     losses = model.forward_train(**inputs)
@@ -65,7 +80,10 @@ def test_config_builds_and_runs(path):
             inputs['img'], inputs['img_metas'], rescale=True)
     assert len(results) == 2
     num_classes = cfg.model.bbox_head.num_classes
-    assert len(results[0]) == num_classes
     max_per_img = cfg.model.test_cfg.max_per_img
-    assert sum(len(r) for r in results[0]) == max_per_img
-    assert all(r.shape[1] == 5 for r in results[0])
+    if is_pose(cfg):
+        bboxes, keypoints = results[0]
+        check_detections(bboxes, num_classes, max_per_img)
+        assert keypoints[0].shape == (max_per_img, num_keypoints, 3)
+    else:
+        check_detections(results[0], num_classes, max_per_img)

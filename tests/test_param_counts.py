@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 import opera  # noqa: F401
 from opera.models import build_detector
 
-# Reference counts with 80-class heads (official code: 91 classes).
+# Detection counts with 80-class heads (official code: 91 classes).
 REFERENCE_COUNTS = {
     'hdetr/h_deformable_detr_r50_two_stage_12ep.py': 47_703_884,
     'hdetr/deformable_detr_tricks_r50_two_stage_12ep.py': 47_319_884,
@@ -21,6 +21,14 @@ REFERENCE_COUNTS = {
     'hdetr/h_deformable_detr_swin_large_two_stage_36ep.py': 218_060_128,
     'hdetr/h_deformable_detr_swin_large_two_stage_12ep_900queries.py':
     218_213_728,
+    'petr/petr_r50_16x2_100e_coco.py': 43_356_193,
+    'petr/h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 46_443_553,
+    'petr/petr_r101_16x2_100e_coco.py': 62_296_097,
+    # The reference R101 hybrid config keeps the refine decoder at FFN 1024.
+    'petr/h_petr_r101_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 64_332_833,
+    'petr/petr_swin-l-p4-w7-22kto1k_16x2_100e_coco.py': 213_712_437,
+    'petr/h_petr_swin-l-p4-w7-22kto1k_8x1_100e_coco_t900_group5_ffn2x_dp0.py':
+    216_799_797,
 }
 
 

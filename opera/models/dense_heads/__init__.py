@@ -1,3 +1,4 @@
 from .hybrid_deformable_detr_head import HybridDeformableDETRHead
+from .petr_head import PETRHead
 
-__all__ = ['HybridDeformableDETRHead']
+__all__ = ['HybridDeformableDETRHead', 'PETRHead']

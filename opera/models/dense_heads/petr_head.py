@@ -1,0 +1,357 @@
+"""PETR head, with an optional one-to-many query group (H-PETR).
+
+Each query predicts a person score and a pose of K keypoints (normalised by
+the image size); the person box is the rectangle around the keypoints. The
+refine decoder then refines the keypoints of the persons kept. With
+``num_query_one2many > 0`` the head is H-PETR; the hybrid logic itself is in
+:class:`opera.models.utils.HybridQueryGroups`.
+"""
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import bias_init_with_prob, constant_init, normal_init
+from mmcv.cnn.bricks.transformer import build_positional_encoding
+from mmcv.runner import BaseModule
+
+from opera.core.bbox import build_assigner
+from ..builder import HEADS, build_model
+from ..utils.builder import TRANSFORMER
+from ..utils.hybrid_matching import HybridQueryGroups
+from .petr_losses import PETRLossMixin
+
+
+def mlp(in_dims, hidden_dims, out_dims, num_hidden):
+    """Linear-ReLU stack: in -> hidden, ``num_hidden`` x hidden -> hidden,
+    then a linear output layer."""
+    layers = [nn.Linear(in_dims, hidden_dims), nn.ReLU()]
+    for _ in range(num_hidden):
+        layers += [nn.Linear(hidden_dims, hidden_dims), nn.ReLU()]
+    layers.append(nn.Linear(hidden_dims, out_dims))
+    return nn.Sequential(*layers)
+
+
+def clones(module, num):
+    return nn.ModuleList(copy.deepcopy(module) for _ in range(num))
+
+
+@HEADS.register_module()
+class PETRHead(PETRLossMixin, BaseModule):
+    """PETR / H-PETR pose head.
+
+    Args:
+        num_classes (int): Person classes (1).
+        num_keypoints (int): K.
+        num_query (int): One-to-one queries (the only ones at test time).
+        num_query_one2many (int): One-to-many queries, training only.
+        k_one2many (int): Ground-truth repeats for the one-to-many group.
+        lambda_one2many (float): Weight of the one-to-many losses.
+        num_kpt_fcs (int): Hidden-to-hidden layers of the pose branches (and
+            of the refine branches).
+        kpt_hidden_dims (int): Width of the pose branches.
+        transformer (dict): ``opera.PETRTransformer`` config.
+        positional_encoding (dict): Sine encoding of the feature maps.
+        loss_cls (dict): Focal class loss (decoder layers and proposals).
+        loss_kpt (dict): Keypoint L1 loss of the decoder layers.
+        loss_oks (dict): OKS loss of the decoder layers.
+        loss_kpt_rpn (dict): Keypoint L1 loss of the proposals.
+        loss_hm (dict): Heatmap loss (``GaussianFocalLoss``).
+        loss_kpt_refine (dict): Keypoint L1 loss of the refine layers.
+        loss_oks_refine (dict): OKS loss of the refine layers.
+        heatmap_target (dict): Arguments of ``keypoint_heatmap_target``
+            (stride, min_overlap, max_radius).
+        heatmap_prob_eps (float): Heatmap probabilities are clamped to
+            [eps, 1 - eps].
+        cls_prior_prob (float): Initial person probability of every query.
+        hm_prior_prob (float): Initial heatmap probability.
+        train_cfg (dict): ``assigner`` (``opera.PoseHungarianAssigner``).
+        test_cfg (dict): ``max_per_img``: persons kept per image.
+        init_cfg (dict | None): Unused; see :meth:`init_weights`.
+    """
+
+    def __init__(self,
+                 num_classes=1,
+                 num_keypoints=17,
+                 num_query=300,
+                 num_query_one2many=0,
+                 k_one2many=5,
+                 lambda_one2many=1.0,
+                 num_kpt_fcs=2,
+                 kpt_hidden_dims=512,
+                 transformer=None,
+                 positional_encoding=dict(
+                     type='SinePositionalEncoding',
+                     num_feats=128,
+                     normalize=True,
+                     offset=-0.5),
+                 loss_cls=dict(
+                     type='mmdet.FocalLoss',
+                     use_sigmoid=True,
+                     gamma=2.0,
+                     alpha=0.25,
+                     loss_weight=2.0),
+                 loss_kpt=dict(type='mmdet.L1Loss', loss_weight=70.0),
+                 loss_oks=dict(type='opera.OKSLoss', loss_weight=2.0),
+                 loss_kpt_rpn=dict(type='mmdet.L1Loss', loss_weight=70.0),
+                 loss_hm=dict(type='mmdet.GaussianFocalLoss', loss_weight=4.0),
+                 loss_kpt_refine=dict(type='mmdet.L1Loss', loss_weight=80.0),
+                 loss_oks_refine=dict(type='opera.OKSLoss', loss_weight=3.0),
+                 heatmap_target=dict(stride=8, min_overlap=0.9, max_radius=3),
+                 heatmap_prob_eps=1e-4,
+                 cls_prior_prob=0.01,
+                 hm_prior_prob=0.1,
+                 train_cfg=None,
+                 test_cfg=dict(max_per_img=100),
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        self.hybrid = HybridQueryGroups(num_query, num_query_one2many,
+                                        k_one2many, lambda_one2many)
+        self.num_classes = num_classes
+        self.num_keypoints = num_keypoints
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+        self.heatmap_target = heatmap_target
+        self.heatmap_prob_eps = heatmap_prob_eps
+        self.cls_prior_prob = cls_prior_prob
+        self.hm_prior_prob = hm_prior_prob
+        if train_cfg is not None:
+            self.assigner = build_assigner(train_cfg['assigner'])
+        self.loss_cls = build_model(loss_cls)
+        if not self.loss_cls.use_sigmoid:
+            raise ValueError('PETRHead needs a sigmoid class loss')
+        self.loss_kpt = build_model(loss_kpt)
+        self.loss_oks = build_model(loss_oks)
+        self.loss_kpt_rpn = build_model(loss_kpt_rpn)
+        self.loss_hm = build_model(loss_hm)
+        self.loss_kpt_refine = build_model(loss_kpt_refine)
+        self.loss_oks_refine = build_model(loss_oks_refine)
+        self.positional_encoding = build_positional_encoding(
+            positional_encoding)
+        self.transformer = TRANSFORMER.build(transformer)
+        self.embed_dims = self.transformer.embed_dims
+        self._init_layers(num_kpt_fcs, kpt_hidden_dims)
+
+    def _init_layers(self, num_kpt_fcs, kpt_hidden_dims):
+        """Class/pose branches (one per decoder layer + the proposals),
+        query embedding, refine branches and the heatmap classifier."""
+        num_branches = self.transformer.decoder.num_layers + 1
+        self.cls_branches = clones(
+            nn.Linear(self.embed_dims, self.num_classes), num_branches)
+        self.kpt_branches = clones(
+            mlp(self.embed_dims, kpt_hidden_dims, 2 * self.num_keypoints,
+                num_kpt_fcs), num_branches)
+        self.query_embedding = nn.Embedding(self.hybrid.num_query,
+                                            self.embed_dims * 2)
+        # As in PETR: the pose branches have num_kpt_fcs + 1 hidden layers,
+        # the refine branches num_kpt_fcs (c -> c -> c -> 2).
+        self.refine_kpt_branches = clones(
+            mlp(self.embed_dims, self.embed_dims, 2, num_kpt_fcs - 1),
+            self.transformer.refine_decoder.num_layers)
+        self.fc_hm = nn.Linear(self.embed_dims, self.num_keypoints)
+
+    def init_weights(self):
+        """Transformer init, prior-probability class biases, zero last
+        layers of the pose and refine branches (start at the reference)."""
+        self.transformer.init_weights()
+        for branch in self.cls_branches:
+            nn.init.constant_(branch.bias,
+                              bias_init_with_prob(self.cls_prior_prob))
+        for branch in list(self.kpt_branches) + list(
+                self.refine_kpt_branches):
+            constant_init(branch[-1], 0., bias=0.)
+        normal_init(
+            self.fc_hm, std=0.01, bias=bias_init_with_prob(self.hm_prior_prob))
+
+    def padding_masks_and_positions(self, mlvl_feats, img_metas):
+        """Per level: padding mask [bs, h, w] (True at padding) and sine
+        position [bs, c, h, w]."""
+        batch_size = mlvl_feats[0].size(0)
+        input_h, input_w = img_metas[0]['batch_input_shape']
+        img_masks = mlvl_feats[0].new_ones((batch_size, input_h, input_w))
+        for img_id, meta in enumerate(img_metas):
+            img_h, img_w = meta['img_shape'][:2]
+            img_masks[img_id, :img_h, :img_w] = 0
+        masks, positions = [], []
+        for feat in mlvl_feats:
+            mask = F.interpolate(
+                img_masks[None], size=feat.shape[-2:]).to(torch.bool)[0]
+            masks.append(mask)
+            positions.append(self.positional_encoding(mask))
+        return masks, positions
+
+    def forward(self, mlvl_feats, img_metas):
+        """Poses and scores of every decoder layer.
+
+        In training all query groups run and the heatmap branch too; in eval
+        mode only the one-to-one group.
+
+        Returns:
+            dict: ``cls_scores`` [num_layers, bs, nq, C], ``poses``
+            [num_layers, bs, nq, 2K] in [0, 1] of the image, ``enc_cls``
+            [bs, S, C], ``enc_poses`` [bs, S, 2K], ``hm_logits``
+            [bs, K, h, w] and ``hm_padding`` [bs, h, w] (None in eval),
+            and ``memory``/``levels`` for the refine decoder.
+        """
+        masks, positions = self.padding_masks_and_positions(
+            mlvl_feats, img_metas)
+        num_queries = self.hybrid.num_active_queries(self.training)
+        self_attn_mask = self.hybrid.self_attn_mask(num_queries,
+                                                    mlvl_feats[0].device)
+        outputs = self.transformer(
+            mlvl_feats,
+            masks,
+            positions,
+            self.query_embedding.weight[:num_queries],
+            self.kpt_branches,
+            self.cls_branches,
+            attn_masks=[self_attn_mask, None],
+            with_heatmap=self.training)
+        outputs['cls_scores'] = torch.stack([
+            branch(states)
+            for branch, states in zip(self.cls_branches, outputs['states'])
+        ])
+        hm_memory = outputs.pop('hm_memory')
+        outputs['hm_logits'] = None if hm_memory is None else self.fc_hm(
+            hm_memory).permute(0, 3, 1, 2)
+        outputs['hm_padding'] = masks[0]
+        return outputs
+
+    def refine(self, outputs, poses, img_inds):
+        """Refine decoder on persons [n, 2K] of images ``img_inds`` [n].
+
+        Returns:
+            Tensor: [num_refine_layers, n, K, 2] keypoints in [0, 1].
+        """
+        return self.transformer.forward_refine(outputs['memory'],
+                                               outputs['levels'],
+                                               poses.detach(), img_inds,
+                                               self.refine_kpt_branches)
+
+    def forward_train(self,
+                      x,
+                      img_metas,
+                      gt_bboxes,
+                      gt_labels,
+                      gt_keypoints,
+                      gt_areas,
+                      gt_bboxes_ignore=None):
+        """Losses of a batch.
+
+        Args:
+            x (tuple[Tensor]): Neck levels, each [bs, c, h, w].
+            img_metas (list[dict]): Need ``img_shape``, ``batch_input_shape``.
+            gt_bboxes (list[Tensor]): [G, 4] person boxes, pixels.
+            gt_labels (list[Tensor]): [G].
+            gt_keypoints (list[Tensor]): [G, K, 3] (x, y, v), pixels.
+            gt_areas (list[Tensor]): [G] areas, pixels^2 of the input.
+            gt_bboxes_ignore: Not supported (crowd persons are dropped by
+                the dataset).
+
+        Returns:
+            dict[str, Tensor]: Losses.
+        """
+        if gt_bboxes_ignore is not None:
+            raise NotImplementedError('PETRHead does not use ignored boxes')
+        return self.loss(
+            self(x, img_metas), gt_bboxes, gt_labels, gt_keypoints, gt_areas,
+            img_metas)
+
+    def loss(self, outputs, gt_bboxes, gt_labels, gt_keypoints, gt_areas,
+             img_metas):
+        """Decoder losses of each query group, proposal, heatmap and refine
+        losses.
+
+        The one-to-one group is matched to the ground truth, the one-to-many
+        group to it tiled ``k_one2many`` times, each at every decoder layer
+        and normalised on its own. The refine decoder trains on the persons
+        matched at the last layer by both groups.
+        """
+        cls_one2one, cls_one2many = self.hybrid.split(
+            outputs['cls_scores'], dim=2)
+        poses_one2one, poses_one2many = self.hybrid.split(
+            outputs['poses'], dim=2)
+        losses, positives = self.decoder_losses(cls_one2one, poses_one2one,
+                                                gt_labels, gt_keypoints,
+                                                gt_areas, img_metas)
+        if cls_one2many is not None:
+            losses_one2many, positives_one2many = self.decoder_losses(
+                cls_one2many, poses_one2many,
+                *(self.hybrid.tile_targets(gts)
+                  for gts in (gt_labels, gt_keypoints, gt_areas)), img_metas)
+            losses = self.hybrid.combine_losses(losses, losses_one2many)
+            positives = {
+                name: torch.cat([value, positives_one2many[name]])
+                for name, value in positives.items()
+            }
+        losses.update(
+            self.encoder_losses(outputs['enc_cls'], outputs['enc_poses'],
+                                gt_labels, gt_keypoints, gt_areas, img_metas))
+        losses['loss_hm'] = self.heatmap_loss(outputs['hm_logits'],
+                                              outputs['hm_padding'],
+                                              gt_keypoints, gt_bboxes)
+        if positives['poses'].size(0) == 0:
+            positives = self.placeholder_positives(outputs['poses'])
+        refined = self.refine(outputs, positives['poses'],
+                              positives['img_inds'])
+        losses.update(self.refine_losses(refined, positives, img_metas))
+        return losses
+
+    def placeholder_positives(self, poses):
+        """One zero-weight person in image 0, so that the refine decoder
+        stays in the graph (every parameter gets a gradient) without
+        persons to train on."""
+        pose = poses.new_full((1, 2 * self.num_keypoints), 0.5)
+        return dict(
+            poses=pose,
+            targets=torch.zeros_like(pose),
+            weights=torch.zeros_like(pose),
+            areas=pose.new_ones(1),
+            img_inds=pose.new_zeros(1, dtype=torch.long))
+
+    def simple_test(self, feats, img_metas, rescale=False):
+        """Detections of a batch without test-time augmentation.
+
+        Returns:
+            list[tuple[Tensor, Tensor, Tensor]]: Per image: boxes [m, 5]
+            (x1, y1, x2, y2, score), labels [m], keypoints [m, K, 3]
+            (x, y, 1), pixels of the original image when ``rescale``.
+        """
+        return self.get_results(self(feats, img_metas), img_metas, rescale)
+
+    def get_results(self, outputs, img_metas, rescale=False):
+        """Top ``max_per_img`` one-to-one persons per image (no NMS), their
+        keypoints from the refine decoder, boxes around the keypoints."""
+        cls_scores = self.hybrid.split(outputs['cls_scores'][-1], dim=1)[0]
+        poses = self.hybrid.split(outputs['poses'][-1], dim=1)[0]
+        bs, num_query, num_classes = cls_scores.shape
+        max_per_img = min(self.test_cfg['max_per_img'],
+                          num_query * num_classes)
+        scores, indices = cls_scores.sigmoid().flatten(1).topk(max_per_img)
+        labels = indices % num_classes
+        kept = poses.gather(
+            1, (indices // num_classes)[..., None].expand(-1, -1,
+                                                          poses.size(-1)))
+        img_inds = torch.arange(
+            bs, device=poses.device).repeat_interleave(max_per_img)
+        keypoints = self.refine(outputs, kept.flatten(0, 1), img_inds)[-1]
+        keypoints = keypoints.view(bs, max_per_img, self.num_keypoints, 2)
+        results = []
+        for img_id, meta in enumerate(img_metas):
+            kpts = self.keypoints_in_pixels(keypoints[img_id], meta, rescale)
+            boxes = torch.cat([kpts.amin(1), kpts.amax(1), scores[img_id, :,
+                                                                  None]], 1)
+            kpts = torch.cat([kpts, kpts.new_ones(kpts[..., :1].shape)], -1)
+            results.append((boxes, labels[img_id], kpts))
+        return results
+
+    @staticmethod
+    def keypoints_in_pixels(keypoints, img_meta, rescale):
+        """[m, K, 2] normalised -> pixels clamped to the image (of the
+        original image when ``rescale``)."""
+        img_h, img_w = img_meta['img_shape'][:2]
+        size = keypoints.new_tensor([img_w, img_h])
+        pixels = torch.min(keypoints * size, size).clamp(min=0)
+        if rescale:
+            pixels = pixels / pixels.new_tensor(img_meta['scale_factor'][:2])
+        return pixels

@@ -1,0 +1,229 @@
+"""Targets and losses of the PETR head (a mixin of :class:`PETRHead`).
+
+Every set of pose predictions (each pose-decoder layer, the encoder
+proposals) is matched to the ground truth by the Hungarian assigner and
+trained with a focal class loss, an L1 loss on the visible keypoint
+coordinates (normalised by the image size) and, for decoder layers, an OKS
+loss in pixels. The refine decoder trains on the persons matched at the last
+pose-decoder layer; the heatmap branch on Gaussian keypoint heatmaps.
+"""
+import torch
+from mmdet.core import reduce_mean
+
+from opera.core.keypoint import keypoint_heatmap_target
+
+
+def image_sizes(img_metas, device):
+    """[bs, 2] (w, h) of each image's valid area, in pixels."""
+    return torch.tensor([meta['img_shape'][1::-1] for meta in img_metas],
+                        dtype=torch.float32,
+                        device=device)
+
+
+def mean_over_gpus(count, device):
+    """``count`` averaged over GPUs, at least 1 (a loss normaliser)."""
+    count = torch.as_tensor(count, dtype=torch.float32, device=device)
+    return reduce_mean(count).clamp(min=1).item()
+
+
+class PETRLossMixin:
+    """Losses of :class:`PETRHead`; needs its losses, assigner and K."""
+
+    def pose_targets(self, cls_score, poses, gt_labels, gt_keypoints,
+                     gt_areas, img_meta):
+        """Match one image's queries and build their targets.
+
+        Args:
+            cls_score (Tensor): [Q, C] class logits.
+            poses (Tensor): [Q, 2K] poses normalised by the image (w, h).
+            gt_labels (Tensor): [G].
+            gt_keypoints (Tensor): [G, K, 3] (x, y, v) in pixels.
+            gt_areas (Tensor): [G] areas in pixels^2.
+            img_meta (dict): Needs ``img_shape``.
+
+        Returns:
+            tuple: labels [Q] (``num_classes`` = background), pose targets
+            [Q, 2K] normalised, pose weights [Q, 2K] (1 at the visible
+            coordinates of matched queries), areas [Q], matched count (int).
+        """
+        num_query = poses.size(0)
+        assign_result = self.assigner.assign(cls_score, poses, gt_labels,
+                                             gt_keypoints, gt_areas, img_meta)
+        pos_inds = torch.nonzero(assign_result.gt_inds > 0).squeeze(1)
+        gt_inds = assign_result.gt_inds[pos_inds] - 1
+        matched = gt_keypoints.reshape(gt_labels.size(0), self.num_keypoints,
+                                       3)[gt_inds]
+        img_h, img_w = img_meta['img_shape'][:2]
+
+        labels = gt_labels.new_full((num_query, ), self.num_classes)
+        labels[pos_inds] = gt_labels[gt_inds]
+        targets = poses.new_zeros(poses.shape)
+        targets[pos_inds] = (matched[..., :2] /
+                             poses.new_tensor([img_w, img_h])).flatten(1)
+        weights = poses.new_zeros(poses.shape)
+        weights[pos_inds] = (matched[..., 2:] > 0).to(poses.dtype).expand(
+            -1, -1, 2).flatten(1)
+        areas = poses.new_zeros(num_query)
+        areas[pos_inds] = gt_areas[gt_inds].to(poses.dtype)
+        return labels, targets, weights, areas, pos_inds.numel()
+
+    def oks_term(self, loss_oks, poses, targets, weights, areas, sizes,
+                 avg_factor):
+        """OKS loss in pixels of normalised poses [n, 2K] (sizes [n, 2])."""
+        scale = sizes.repeat(1, self.num_keypoints)
+        return loss_oks(
+            poses * scale,
+            targets * scale,
+            weights[:, 0::2],
+            areas,
+            avg_factor=avg_factor)
+
+    def layer_losses(self,
+                     cls_scores,
+                     poses,
+                     gt_labels,
+                     gt_keypoints,
+                     gt_areas,
+                     img_metas,
+                     loss_kpt,
+                     loss_oks=None):
+        """Losses of one set of predictions for the whole batch.
+
+        Args:
+            cls_scores (Tensor): [bs, Q, C] logits.
+            poses (Tensor): [bs, Q, 2K] normalised poses.
+            gt_labels, gt_keypoints, gt_areas (list[Tensor]): Per image.
+            img_metas (list[dict]): Per image.
+            loss_kpt (nn.Module): Keypoint L1 loss.
+            loss_oks (nn.Module | None): OKS loss, skipped if None.
+
+        Returns:
+            tuple[dict, dict]: ``loss_cls``, ``loss_kpt`` (``loss_oks``),
+            and the matched queries with a visible keypoint: ``poses``
+            [n, 2K], ``targets`` [n, 2K], ``weights`` [n, 2K], ``areas`` [n],
+            ``img_inds`` [n].
+        """
+        bs, num_query = cls_scores.shape[:2]
+        per_image = [
+            self.pose_targets(cls_scores[i], poses[i], gt_labels[i],
+                              gt_keypoints[i], gt_areas[i], img_metas[i])
+            for i in range(bs)
+        ]
+        labels, targets, weights, areas = (
+            torch.cat(parts) for parts in list(zip(*per_image))[:4])
+        device = cls_scores.device
+        num_pos = mean_over_gpus(sum(p[4] for p in per_image), device)
+        poses = poses.flatten(0, 1)
+
+        losses = dict(
+            loss_cls=self.loss_cls(
+                cls_scores.flatten(0, 1), labels, avg_factor=num_pos),
+            loss_kpt=loss_kpt(
+                poses,
+                targets,
+                weights,
+                avg_factor=mean_over_gpus(weights.sum(), device)))
+        img_inds = torch.arange(
+            bs, device=device).repeat_interleave(num_query)
+        keep = weights.sum(-1) > 0
+        positives = dict(
+            poses=poses[keep],
+            targets=targets[keep],
+            weights=weights[keep],
+            areas=areas[keep],
+            img_inds=img_inds[keep])
+        if loss_oks is not None:
+            sizes = image_sizes(img_metas, device)[positives['img_inds']]
+            losses['loss_oks'] = self.oks_term(
+                loss_oks, positives['poses'], positives['targets'],
+                positives['weights'], positives['areas'], sizes, num_pos)
+        return losses, positives
+
+    def decoder_losses(self, all_cls_scores, all_poses, gt_labels,
+                       gt_keypoints, gt_areas, img_metas):
+        """Losses of every pose-decoder layer of one query group.
+
+        Args:
+            all_cls_scores (Tensor): [num_layers, bs, Q, C].
+            all_poses (Tensor): [num_layers, bs, Q, 2K].
+
+        Returns:
+            tuple[dict, dict]: Losses (last layer unprefixed, layer i < last
+            as ``d{i}.``) and the last layer's positives (see
+            :meth:`layer_losses`).
+        """
+        losses = dict()
+        last = all_cls_scores.size(0) - 1
+        for layer, (cls_scores, poses) in enumerate(
+                zip(all_cls_scores, all_poses)):
+            layer_losses, positives = self.layer_losses(
+                cls_scores, poses, gt_labels, gt_keypoints, gt_areas,
+                img_metas, self.loss_kpt, self.loss_oks)
+            prefix = '' if layer == last else f'd{layer}.'
+            losses.update(
+                {prefix + name: value
+                 for name, value in layer_losses.items()})
+        return losses, positives
+
+    def encoder_losses(self, enc_cls, enc_poses, gt_labels, gt_keypoints,
+                       gt_areas, img_metas):
+        """Class-agnostic class and keypoint L1 losses of the proposals."""
+        person_labels = [torch.zeros_like(labels) for labels in gt_labels]
+        losses, _ = self.layer_losses(enc_cls, enc_poses, person_labels,
+                                      gt_keypoints, gt_areas, img_metas,
+                                      self.loss_kpt_rpn)
+        return {'enc_' + name: value for name, value in losses.items()}
+
+    def heatmap_loss(self, hm_logits, hm_padding, gt_keypoints, gt_bboxes):
+        """Gaussian focal loss of the auxiliary keypoint heatmaps.
+
+        Args:
+            hm_logits (Tensor): [bs, K, h, w].
+            hm_padding (Tensor): [bs, h, w] bool, True at padding (no
+                negatives there).
+            gt_keypoints (list[Tensor]): Per image [G, K, 3] pixels.
+            gt_bboxes (list[Tensor]): Per image [G, 4] pixels.
+
+        Returns:
+            Tensor: Summed loss over the positive count (or over 1 without
+            positives).
+        """
+        size = hm_logits.shape[-2:]
+        targets = torch.stack([
+            keypoint_heatmap_target(
+                kpts.reshape(kpts.size(0), self.num_keypoints, 3), boxes,
+                size, **self.heatmap_target)
+            for kpts, boxes in zip(gt_keypoints, gt_bboxes)
+        ])
+        eps = self.heatmap_prob_eps
+        probs = hm_logits.sigmoid().clamp(min=eps, max=1 - eps)
+        valid = (~hm_padding)[:, None].expand_as(targets).to(probs.dtype)
+        num_peaks = targets.eq(1).sum().clamp(min=1).item()
+        return self.loss_hm(probs, targets, valid, avg_factor=num_peaks)
+
+    def refine_losses(self, refined, positives, img_metas):
+        """L1 and OKS losses of every refine-decoder layer.
+
+        Args:
+            refined (Tensor): [num_refine_layers, n, K, 2] keypoints in
+                [0, 1].
+            positives (dict): The persons they refine (see
+                :meth:`layer_losses`).
+
+        Returns:
+            dict: ``d{i}.loss_kpt_refine`` and ``d{i}.loss_oks_refine``.
+        """
+        device = refined.device
+        targets, weights = positives['targets'], positives['weights']
+        sizes = image_sizes(img_metas, device)[positives['img_inds']]
+        num_visible = mean_over_gpus(weights.sum(), device)
+        num_persons = mean_over_gpus(targets.size(0), device)
+        losses = dict()
+        for layer, keypoints in enumerate(refined):
+            poses = keypoints.flatten(1)
+            losses[f'd{layer}.loss_kpt_refine'] = self.loss_kpt_refine(
+                poses, targets, weights, avg_factor=num_visible)
+            losses[f'd{layer}.loss_oks_refine'] = self.oks_term(
+                self.loss_oks_refine, poses, targets, weights,
+                positives['areas'], sizes, num_persons)
+        return losses

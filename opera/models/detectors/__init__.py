@@ -1,0 +1,3 @@
+from .petr import PETR
+
+__all__ = ['PETR']

@@ -1,0 +1,78 @@
+"""PETR: end-to-end multi-person pose estimation with transformers."""
+from mmdet.models.detectors import DETR
+from mmdet.models.detectors.single_stage import SingleStageDetector
+
+from opera.core.keypoint import bbox_kpt2result
+from ..builder import DETECTORS
+
+
+@DETECTORS.register_module()
+class PETR(DETR):
+    """Backbone + neck + :class:`PETRHead`; NMS-free pose estimation.
+
+    Works with any batch size in training and testing, on CPU and GPU.
+    """
+
+    def __init__(self,
+                 backbone,
+                 neck,
+                 bbox_head,
+                 train_cfg=None,
+                 test_cfg=None,
+                 init_cfg=None):
+        # mmdet's DETR has no neck; its parent does.
+        SingleStageDetector.__init__(
+            self,
+            backbone,
+            neck,
+            bbox_head,
+            train_cfg=train_cfg,
+            test_cfg=test_cfg,
+            init_cfg=init_cfg)
+
+    def forward_train(self,
+                      img,
+                      img_metas,
+                      gt_bboxes,
+                      gt_labels,
+                      gt_keypoints,
+                      gt_areas,
+                      gt_bboxes_ignore=None):
+        """Losses of a batch.
+
+        Args:
+            img (Tensor): [bs, 3, H, W] normalised, padded images.
+            img_metas (list[dict]): Per image: ``img_shape``, ... .
+            gt_bboxes (list[Tensor]): [G, 4] person boxes (x1, y1, x2, y2).
+            gt_labels (list[Tensor]): [G] class indices (0 = person).
+            gt_keypoints (list[Tensor]): [G, K, 3] (x, y, v) in pixels.
+            gt_areas (list[Tensor]): [G] person areas in pixels^2 of ``img``.
+            gt_bboxes_ignore: Not supported.
+
+        Returns:
+            dict[str, Tensor]: Losses.
+        """
+        # Sets ``batch_input_shape`` in every meta.
+        super(SingleStageDetector, self).forward_train(img, img_metas)
+        return self.bbox_head.forward_train(
+            self.extract_feat(img), img_metas, gt_bboxes, gt_labels,
+            gt_keypoints, gt_areas, gt_bboxes_ignore)
+
+    def simple_test(self, img, img_metas, rescale=False):
+        """Persons of a batch without test-time augmentation.
+
+        Returns:
+            list[tuple[list[np.ndarray], list[np.ndarray]]]: Per image
+            ``(bbox_results, keypoint_results)``, lists over classes of
+            [m, 5] (x1, y1, x2, y2, score) and [m, K, 3] (x, y, score).
+        """
+        batch_input_shape = tuple(img.shape[-2:])
+        for meta in img_metas:
+            meta['batch_input_shape'] = batch_input_shape
+        results = self.bbox_head.simple_test(
+            self.extract_feat(img), img_metas, rescale=rescale)
+        return [
+            bbox_kpt2result(boxes, labels, keypoints,
+                            self.bbox_head.num_classes)
+            for boxes, labels, keypoints in results
+        ]

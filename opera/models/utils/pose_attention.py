@@ -1,0 +1,173 @@
+"""Deformable attention that samples around a pose (PETR's pose decoder).
+
+Each query carries a reference pose of K keypoints. Every head samples each
+level once per keypoint (``num_points = K``), at the keypoint moved by a
+predicted offset measured in half the size of the box around the pose, so a
+query looks at its own person's joints whatever the person's scale.
+"""
+import torch
+import torch.nn as nn
+from mmcv.cnn import constant_init, xavier_init
+from mmcv.cnn.bricks.registry import ATTENTION
+from mmcv.ops.multi_scale_deform_attn import (
+    MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch)
+from mmcv.runner import BaseModule
+
+
+def pose_sampling_locations(reference_poses, offsets, offset_scale=0.5,
+                            min_box_size=1e-4):
+    """Where each head samples: keypoint + offset x pose box size x scale.
+
+    Args:
+        reference_poses (Tensor): [bs, nq, num_levels, K, 2], normalised
+            (x, y) of the reference keypoints on each level.
+        offsets (Tensor): [bs, nq, num_heads, num_levels, K, 2] predicted
+            offsets.
+        offset_scale (float): Offsets are in units of ``offset_scale`` x the
+            box (w, h).
+        min_box_size (float): Lower bound of the box width and height.
+
+    Returns:
+        Tensor: [bs, nq, num_heads, num_levels, K, 2] sampling locations.
+    """
+    box_size = (reference_poses.amax(dim=-2) -
+                reference_poses.amin(dim=-2)).clamp(min=min_box_size)
+    return (reference_poses[:, :, None] +
+            offsets * box_size[:, :, None, :, None, :] * offset_scale)
+
+
+@ATTENTION.register_module()
+class PoseDeformableAttention(BaseModule):
+    """Multi-scale deformable attention with one point per keypoint.
+
+    Args:
+        embed_dims (int): Query and value channels.
+        num_heads (int): Attention heads.
+        num_levels (int): Feature levels.
+        num_points (int): Sampling points per head and level; equals the
+            number of keypoints K of the reference poses.
+        offset_scale (float): See :func:`pose_sampling_locations`.
+        min_box_size (float): See :func:`pose_sampling_locations`.
+        im2col_step (int): Chunk size of the CUDA kernel.
+        dropout (float): Dropout on the output before the residual.
+        batch_first (bool): Queries and values are [bs, n, c] if True,
+            else [n, bs, c].
+        init_cfg (dict | None): Unused; see :meth:`init_weights`.
+    """
+
+    def __init__(self,
+                 embed_dims=256,
+                 num_heads=8,
+                 num_levels=4,
+                 num_points=17,
+                 offset_scale=0.5,
+                 min_box_size=1e-4,
+                 im2col_step=64,
+                 dropout=0.1,
+                 batch_first=False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
+                             f'by num_heads ({num_heads})')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points = num_points
+        self.offset_scale = offset_scale
+        self.min_box_size = min_box_size
+        self.im2col_step = im2col_step
+        self.batch_first = batch_first
+        self.dropout = nn.Dropout(dropout)
+        self.sampling_offsets = nn.Linear(
+            embed_dims, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dims,
+                                           num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dims, embed_dims)
+        self.output_proj = nn.Linear(embed_dims, embed_dims)
+        self.init_weights()
+
+    def init_weights(self):
+        """Zero offsets and weights (sample the reference keypoints, evenly
+        weighted); Xavier value and output projections."""
+        constant_init(self.sampling_offsets, 0.)
+        constant_init(self.attention_weights, 0.)
+        xavier_init(self.value_proj, distribution='uniform', bias=0.)
+        xavier_init(self.output_proj, distribution='uniform', bias=0.)
+
+    def forward(self,
+                query,
+                key=None,
+                value=None,
+                identity=None,
+                query_pos=None,
+                key_padding_mask=None,
+                reference_points=None,
+                spatial_shapes=None,
+                level_start_index=None,
+                **kwargs):
+        """Attend from each query to its pose's keypoints on every level.
+
+        Args:
+            query (Tensor): [nq, bs, c] ([bs, nq, c] if batch_first).
+            key (Tensor | None): Unused (deformable attention has no keys).
+            value (Tensor | None): [num_value, bs, c]; ``query`` if None.
+            identity (Tensor | None): Residual; ``query`` if None.
+            query_pos (Tensor | None): Added to ``query`` for the offsets and
+                weights.
+            key_padding_mask (Tensor | None): [bs, num_value], True at
+                padding (zeroed values).
+            reference_points (Tensor): [bs, nq, num_levels, 2K], reference
+                poses (x1, y1, ..., xK, yK) normalised per level.
+            spatial_shapes (Tensor): [num_levels, 2], (h, w) per level.
+            level_start_index (Tensor): [num_levels] start of each level in
+                ``value``.
+
+        Returns:
+            Tensor: Same shape as ``query``: identity + attended values.
+        """
+        if value is None:
+            value = query
+        if identity is None:
+            identity = query
+        if query_pos is not None:
+            query = query + query_pos
+        if not self.batch_first:
+            query = query.permute(1, 0, 2)
+            value = value.permute(1, 0, 2)
+        bs, num_query, _ = query.shape
+        num_value = value.size(1)
+        if reference_points.size(-1) != 2 * self.num_points:
+            raise ValueError(
+                f'reference poses need {2 * self.num_points} coordinates '
+                f'(num_points keypoints), got {reference_points.size(-1)}')
+
+        value = self.value_proj(value)
+        if key_padding_mask is not None:
+            value = value.masked_fill(key_padding_mask[..., None], 0.)
+        value = value.view(bs, num_value, self.num_heads, -1)
+        offsets = self.sampling_offsets(query).view(bs, num_query,
+                                                    self.num_heads,
+                                                    self.num_levels,
+                                                    self.num_points, 2)
+        weights = self.attention_weights(query).view(
+            bs, num_query, self.num_heads,
+            self.num_levels * self.num_points).softmax(-1).view(
+                bs, num_query, self.num_heads, self.num_levels,
+                self.num_points)
+        locations = pose_sampling_locations(
+            reference_points.view(bs, num_query, self.num_levels,
+                                  self.num_points, 2), offsets,
+            self.offset_scale, self.min_box_size)
+
+        if value.is_cuda:
+            output = MultiScaleDeformableAttnFunction.apply(
+                value, spatial_shapes, level_start_index, locations, weights,
+                self.im2col_step)
+        else:
+            output = multi_scale_deformable_attn_pytorch(
+                value, spatial_shapes, locations, weights)
+        output = self.output_proj(output)
+        if not self.batch_first:
+            output = output.permute(1, 0, 2)
+        return identity + self.dropout(output)

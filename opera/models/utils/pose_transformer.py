@@ -1,0 +1,343 @@
+"""PETR transformer: deformable encoder, pose decoder, refine decoder.
+
+- Encoder: the Deformable-DETR encoder over 4 levels.
+- Two-stage pose proposals: every encoder position is a point proposal (its
+  grid cell centre); a keypoint branch adds 2K offsets to it in logit space,
+  a class branch scores it. The top-scoring proposals give the decoder's
+  initial reference poses (detached).
+- Pose decoder (:class:`PETRPoseDecoder`): self-attention between queries,
+  :class:`PoseDeformableAttention` around each query's pose, FFN; each layer
+  refines the pose in logit space.
+- Refine ("joint") decoder: K keypoint queries per selected person, each with
+  a 2-D reference (its keypoint from the pose decoder), refined per layer.
+- Heatmap memory (training only): the stride-8 level of the encoder memory
+  through one more single-level deformable encoder layer.
+"""
+import torch
+import torch.nn as nn
+from mmcv.cnn.bricks.transformer import (TransformerLayerSequence,
+                                         build_transformer_layer_sequence)
+from mmcv.ops import MultiScaleDeformableAttention
+from mmdet.models.utils.transformer import inverse_sigmoid
+
+from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .pose_attention import PoseDeformableAttention
+from .transformer import DeformableDetrTransformer
+
+
+def refine_pose(delta, reference_pose):
+    """Pose refined in logit space: sigmoid(delta + logit(reference)).
+
+    Args:
+        delta (Tensor): [..., 2K] branch output.
+        reference_pose (Tensor): [..., 2K] in [0, 1].
+
+    Returns:
+        Tensor: [..., 2K] in [0, 1].
+    """
+    return (delta + inverse_sigmoid(reference_pose)).sigmoid()
+
+
+@TRANSFORMER_LAYER_SEQUENCE.register_module()
+class PETRPoseDecoder(TransformerLayerSequence):
+    """Pose decoder of PETR: refines a reference pose per query and layer.
+
+    Args:
+        num_keypoints (int): K.
+        **kwargs: ``transformerlayers``, ``num_layers``, ... as in mmcv's
+            ``TransformerLayerSequence``.
+    """
+
+    def __init__(self, *args, num_keypoints=17, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_keypoints = num_keypoints
+
+    def forward(self, query, *args, reference_poses, valid_ratios,
+                kpt_branches, **kwargs):
+        """Run the layers, refining the poses after each.
+
+        Args:
+            query (Tensor): [nq, bs, c].
+            reference_poses (Tensor): [bs, nq, 2K] initial poses in [0, 1]
+                of the valid image area (detached).
+            valid_ratios (Tensor): [bs, num_levels, 2].
+            kpt_branches (nn.ModuleList): One pose-delta branch per layer.
+            **kwargs: Passed to every layer (``value``, ``attn_masks``,
+                ``key_padding_mask``, ``spatial_shapes``, ...).
+
+        Returns:
+            tuple[Tensor, Tensor]: States [num_layers, bs, nq, c] and each
+            layer's pose [num_layers, bs, nq, 2K]: built on the previous
+            layer's detached pose, so it trains only this layer's branch.
+        """
+        output = query
+        states, poses = [], []
+        pose_ratios = valid_ratios.repeat(1, 1, self.num_keypoints)
+        for layer, kpt_branch in zip(self.layers, kpt_branches):
+            output = layer(
+                output,
+                *args,
+                reference_points=reference_poses[:, :, None] *
+                pose_ratios[:, None],
+                **kwargs)
+            pose = refine_pose(
+                kpt_branch(output.permute(1, 0, 2)), reference_poses)
+            reference_poses = pose.detach()
+            states.append(output.permute(1, 0, 2))
+            poses.append(pose)
+        return torch.stack(states), torch.stack(poses)
+
+
+@TRANSFORMER.register_module()
+class PETRTransformer(DeformableDetrTransformer):
+    """Two-stage PETR transformer.
+
+    Args:
+        encoder (dict): Deformable encoder (mmdet ``DetrTransformerEncoder``).
+        decoder (dict): Pose decoder (:class:`PETRPoseDecoder`).
+        hm_encoder (dict): Single-level encoder of the heatmap branch.
+        refine_decoder (dict): Refine decoder, an
+            ``opera.DeformableDetrTransformerDecoder`` with
+            ``look_forward_twice=True`` (its per-layer references are then
+            the keypoint predictions, attached to their branch).
+        num_keypoints (int): K.
+        num_feature_levels (int): Levels of the encoder.
+        proposal_range (tuple[float]): Point proposals outside this open
+            range (normalised) are invalid and never selected.
+        init_cfg (dict | None): Unused; see :meth:`init_weights`.
+    """
+
+    def __init__(self,
+                 encoder,
+                 decoder,
+                 hm_encoder,
+                 refine_decoder,
+                 num_keypoints=17,
+                 num_feature_levels=4,
+                 proposal_range=(0.01, 0.99),
+                 init_cfg=None):
+        # init_layers (called by the parent) sizes the refine queries.
+        self.num_keypoints = num_keypoints
+        super().__init__(
+            encoder=encoder,
+            decoder=decoder,
+            as_two_stage=True,
+            num_feature_levels=num_feature_levels,
+            init_cfg=init_cfg)
+        self.proposal_range = proposal_range
+        self.hm_encoder = build_transformer_layer_sequence(hm_encoder)
+        self.refine_decoder = build_transformer_layer_sequence(refine_decoder)
+        if not getattr(self.refine_decoder, 'look_forward_twice', False):
+            raise ValueError(
+                'refine_decoder needs look_forward_twice=True: its per-layer '
+                'keypoints are the predictions the refine losses train')
+
+    def init_layers(self):
+        """Level embeddings, proposal projection and refine queries."""
+        self.level_embeds = nn.Parameter(
+            torch.empty(self.num_feature_levels, self.embed_dims))
+        self.enc_output = nn.Linear(self.embed_dims, self.embed_dims)
+        self.enc_output_norm = nn.LayerNorm(self.embed_dims)
+        self.refine_query_embedding = nn.Embedding(self.num_keypoints,
+                                                   self.embed_dims * 2)
+
+    def init_weights(self):
+        """Xavier everywhere, then each attention's own initialisation."""
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, (MultiScaleDeformableAttention,
+                              PoseDeformableAttention)):
+                m.init_weights()
+        nn.init.normal_(self.level_embeds)
+        nn.init.normal_(self.refine_query_embedding.weight)
+
+    def point_proposals(self, memory, levels):
+        """Grid-cell centres of every level as normalised point proposals.
+
+        Args:
+            memory (Tensor): [bs, S, c] encoder output.
+            levels (dict): See ``flatten_levels``.
+
+        Returns:
+            tuple[Tensor, Tensor]: Projected memory [bs, S, c] (zero at
+            invalid positions) and proposals in logit space [bs, S, 2]
+            (+inf at padding and outside ``proposal_range``).
+        """
+        mask = levels['mask']
+        bs = memory.size(0)
+        proposals, start = [], 0
+        for height, width in levels['spatial_shapes'].tolist():
+            level_mask = mask[:, start:start + height * width].view(
+                bs, height, width)
+            valid_h = (~level_mask[:, :, 0]).sum(1)
+            valid_w = (~level_mask[:, 0, :]).sum(1)
+            grid_y, grid_x = torch.meshgrid(
+                torch.arange(height, dtype=memory.dtype, device=memory.device),
+                torch.arange(width, dtype=memory.dtype, device=memory.device),
+                indexing='ij')
+            centres = torch.stack([grid_x, grid_y], -1).view(1, -1, 2) + 0.5
+            valid_size = torch.stack([valid_w, valid_h], -1).view(bs, 1, 2)
+            proposals.append(centres / valid_size)
+            start += height * width
+        proposals = torch.cat(proposals, 1)
+        low, high = self.proposal_range
+        valid = ((proposals > low) & (proposals < high)).all(-1, keepdim=True)
+        invalid = mask.unsqueeze(-1) | ~valid
+        proposals = inverse_sigmoid(proposals).masked_fill(
+            invalid, float('inf'))
+        output_memory = memory.masked_fill(invalid, 0.)
+        return self.enc_output_norm(self.enc_output(output_memory)), proposals
+
+    def propose_poses(self, memory, levels, num_queries, cls_branch,
+                      kpt_branch):
+        """Score every point proposal, regress its pose, keep the top ones.
+
+        Args:
+            memory (Tensor): [bs, S, c].
+            levels (dict): See ``flatten_levels``.
+            num_queries (int): Proposals to keep (one per active query).
+            cls_branch (nn.Module): Proposal class branch.
+            kpt_branch (nn.Module): Proposal pose branch (2K offsets).
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: Initial poses [bs, nq, 2K] in
+            [0, 1], best first (detached); proposal class logits
+            [bs, S, C]; proposal poses [bs, S, 2K] in [0, 1].
+        """
+        if num_queries > memory.size(1):
+            raise ValueError(
+                f'{num_queries} queries need at least as many encoder '
+                f'positions, but this input gives {memory.size(1)} (feature '
+                f'maps {levels["spatial_shapes"].tolist()}): use larger '
+                f'images or fewer queries')
+        output_memory, points = self.point_proposals(memory, levels)
+        enc_cls = cls_branch(output_memory)
+        enc_pose = kpt_branch(output_memory) + points.repeat(
+            1, 1, self.num_keypoints)
+        # Column 0 scores "person": proposals are trained class-agnostic.
+        topk = enc_cls[..., 0].topk(num_queries, dim=1)[1]
+        init_poses = enc_pose.gather(
+            1,
+            topk.unsqueeze(-1).expand(-1, -1, enc_pose.size(-1))).detach()
+        return init_poses.sigmoid(), enc_cls, enc_pose.sigmoid()
+
+    def heatmap_memory(self, memory, levels):
+        """The first (stride-8) level through the heatmap encoder.
+
+        Returns:
+            Tensor: [bs, h, w, c] on the first level's grid.
+        """
+        height, width = levels['spatial_shapes'][0].tolist()
+        spatial_shapes = levels['spatial_shapes'][:1]
+        valid_ratios = levels['valid_ratios'][:, :1]
+        first = memory[:, :height * width]
+        hm_memory = self.hm_encoder(
+            query=first.permute(1, 0, 2),
+            key=None,
+            value=None,
+            query_pos=None,
+            query_key_padding_mask=levels['mask'][:, :height * width],
+            spatial_shapes=spatial_shapes,
+            reference_points=self.get_reference_points(
+                spatial_shapes, valid_ratios, device=memory.device),
+            level_start_index=levels['level_start_index'][:1],
+            valid_ratios=valid_ratios)
+        return hm_memory.permute(1, 0, 2).reshape(memory.size(0), height,
+                                                  width, -1)
+
+    def forward(self,
+                mlvl_feats,
+                mlvl_masks,
+                mlvl_pos_embeds,
+                query_embed,
+                kpt_branches,
+                cls_branches,
+                attn_masks=None,
+                with_heatmap=False):
+        """Encode, propose poses, decode them.
+
+        Args:
+            mlvl_feats (list[Tensor]): Each [bs, c, h_l, w_l].
+            mlvl_masks (list[Tensor]): Each [bs, h_l, w_l], True at padding.
+            mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
+            query_embed (Tensor): [nq, 2c] learned query position and
+                content (one row per active query).
+            kpt_branches (nn.ModuleList): Pose branches, one per decoder
+                layer plus the proposal branch last.
+            cls_branches (nn.ModuleList): Class branches, same layout.
+            attn_masks (list[Tensor | None] | None): One mask per attention
+                of a decoder layer, ``[self_attn_mask, None]``.
+            with_heatmap (bool): Also run the heatmap encoder.
+
+        Returns:
+            dict: ``states`` [num_layers, bs, nq, c], ``poses``
+            [num_layers, bs, nq, 2K], ``enc_cls`` [bs, S, C], ``enc_poses``
+            [bs, S, 2K], ``memory`` [bs, S, c], ``levels`` (see
+            ``flatten_levels``) and ``hm_memory`` ([bs, h, w, c] or None).
+        """
+        levels = self.flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds)
+        memory = self.encode(levels)
+        num_dec = self.decoder.num_layers
+        init_poses, enc_cls, enc_poses = self.propose_poses(
+            memory, levels, query_embed.size(0), cls_branches[num_dec],
+            kpt_branches[num_dec])
+        query_pos, query = query_embed.split(self.embed_dims, dim=1)
+        bs = memory.size(0)
+        states, poses = self.decoder(
+            query=query.unsqueeze(1).expand(-1, bs, -1),
+            key=None,
+            value=memory.permute(1, 0, 2),
+            query_pos=query_pos.unsqueeze(1).expand(-1, bs, -1),
+            key_padding_mask=levels['mask'],
+            reference_poses=init_poses,
+            spatial_shapes=levels['spatial_shapes'],
+            level_start_index=levels['level_start_index'],
+            valid_ratios=levels['valid_ratios'],
+            kpt_branches=kpt_branches[:num_dec],
+            attn_masks=attn_masks)
+        hm_memory = self.heatmap_memory(memory,
+                                        levels) if with_heatmap else None
+        return dict(
+            states=states,
+            poses=poses,
+            enc_cls=enc_cls,
+            enc_poses=enc_poses,
+            memory=memory,
+            levels=levels,
+            hm_memory=hm_memory)
+
+    def forward_refine(self, memory, levels, poses, img_inds,
+                       refine_branches):
+        """Refine the keypoints of selected persons, K queries per person.
+
+        Args:
+            memory (Tensor): [bs, S, c] encoder output.
+            levels (dict): See ``flatten_levels``.
+            poses (Tensor): [n, 2K] poses in [0, 1] (detached), one per
+                person to refine.
+            img_inds (Tensor): [n] long, the image of each person: its
+                queries attend to that image's memory only.
+            refine_branches (nn.ModuleList): One (x, y) delta branch per
+                refine layer.
+
+        Returns:
+            Tensor: [num_refine_layers, n, K, 2] keypoints in [0, 1].
+        """
+        num_persons = poses.size(0)
+        query_pos, query = self.refine_query_embedding.weight.split(
+            self.embed_dims, dim=1)
+        _, keypoints = self.refine_decoder(
+            query=query.unsqueeze(1).expand(-1, num_persons, -1),
+            key=None,
+            value=memory[img_inds].permute(1, 0, 2),
+            query_pos=query_pos.unsqueeze(1).expand(-1, num_persons, -1),
+            key_padding_mask=levels['mask'][img_inds],
+            reference_points=poses.view(num_persons, self.num_keypoints, 2),
+            spatial_shapes=levels['spatial_shapes'],
+            level_start_index=levels['level_start_index'],
+            valid_ratios=levels['valid_ratios'][img_inds],
+            reg_branches=refine_branches,
+            attn_masks=None)
+        return keypoints

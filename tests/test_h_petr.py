@@ -1,0 +1,162 @@
+"""H-PETR: the hybrid (one-to-one + one-to-many) branch of the PETR head."""
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+from mmcv.ops import MultiScaleDeformableAttention
+
+from conftest import REPO_ROOT, pose_inputs
+from test_petr import build_tiny, total_loss
+
+TINY_H_PETR = osp.join(REPO_ROOT, 'tests', 'configs', 'tiny_h_petr.py')
+ONE2ONE, ONE2MANY = 10, 20
+
+
+@pytest.fixture(autouse=True, scope='module')
+def single_thread():
+    """One intra-op thread (see test_petr.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def head_outputs(model, inputs):
+    """Head outputs of the model's current mode, batch_input_shape set."""
+    for meta in inputs['img_metas']:
+        meta['batch_input_shape'] = tuple(inputs['img'].shape[-2:])
+    return model.bbox_head(
+        model.extract_feat(inputs['img']), inputs['img_metas'])
+
+
+def test_self_attention_mask_reaches_multihead_attention():
+    model = build_tiny(TINY_H_PETR).train()
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append(kwargs.get('attn_mask'))
+
+    decoder = model.bbox_head.transformer.decoder
+    for layer in decoder.layers:
+        attn = layer.attentions[0].attn
+        assert isinstance(attn, nn.MultiheadAttention)
+        attn.register_forward_pre_hook(record, with_kwargs=True)
+    inputs = pose_inputs([(128, 128), (128, 128)])
+    head_outputs(model, inputs)
+    expected = torch.zeros(30, 30, dtype=torch.bool)
+    expected[ONE2ONE:, :ONE2ONE] = True
+    expected[:ONE2ONE, ONE2ONE:] = True
+    assert len(seen) == decoder.num_layers
+    for mask in seen:
+        assert mask is not None and torch.equal(mask, expected)
+
+    seen.clear()
+    model.eval()
+    with torch.no_grad():
+        outputs = head_outputs(model, inputs)
+    assert outputs['poses'].size(2) == ONE2ONE
+    assert seen == [None] * decoder.num_layers
+
+
+def test_one2many_queries_do_not_change_one2one_outputs():
+    model = build_tiny(TINY_H_PETR).train()
+    inputs = pose_inputs([(128, 128), (128, 96)])
+    with torch.no_grad():
+        before = head_outputs(model, inputs)
+        model.bbox_head.query_embedding.weight[ONE2ONE:] += 3 * torch.randn(
+            ONE2MANY, 512)
+        after = head_outputs(model, inputs)
+    for name in ('states', 'cls_scores', 'poses'):
+        torch.testing.assert_close(after[name][:, :, :ONE2ONE],
+                                   before[name][:, :, :ONE2ONE])
+    # (Poses start at the proposals: the last pose layers are zero-init.)
+    assert not torch.allclose(after['states'][:, :, ONE2ONE:],
+                              before['states'][:, :, ONE2ONE:])
+
+
+def test_eval_equals_all_queries_in_training_kept_to_one2one():
+    model = build_tiny(TINY_H_PETR)
+    inputs = pose_inputs([(128, 128), (128, 96)])
+    with torch.no_grad():
+        model.train()
+        trained = head_outputs(model, inputs)
+        model.eval()
+        evaluated = head_outputs(model, inputs)
+    assert evaluated['poses'].size(2) == ONE2ONE
+    for name in ('states', 'cls_scores', 'poses'):
+        torch.testing.assert_close(evaluated[name],
+                                   trained[name][:, :, :ONE2ONE])
+
+
+def test_one2many_losses_are_suffixed_and_scaled_by_lambda():
+    inputs = pose_inputs([(128, 128), (128, 96)], num_persons=(2, 3))
+    losses = {}
+    for lambda_one2many in (1.0, 0.5):
+        model = build_tiny(TINY_H_PETR, lambda_one2many=lambda_one2many)
+        losses[lambda_one2many] = model.train().forward_train(**inputs)
+    full, half = losses[1.0], losses[0.5]
+    for name in ('loss_cls', 'loss_kpt', 'loss_oks', 'd0.loss_cls'):
+        assert name + '_one2many' in full
+        torch.testing.assert_close(half[name + '_one2many'],
+                                   0.5 * full[name + '_one2many'])
+        torch.testing.assert_close(half[name], full[name])
+    assert not any(
+        name.startswith('enc_') and name.endswith('_one2many')
+        for name in full)
+    total = total_loss(full)
+    assert torch.isfinite(total)
+
+
+def test_refine_decoder_reads_the_memory_of_each_persons_own_image():
+    """Persons only in image 1: every refine query must read image 1's
+    memory. Indexing positives by ``flat index // queries per image`` over
+    the concatenated one-to-one and one-to-many groups (the reference's
+    indexing) sends the one-to-one positives of image 1 to image 0."""
+    model = build_tiny(TINY_H_PETR).train()
+    inputs = pose_inputs([(128, 128), (128, 128)], num_persons=(0, 3))
+    # Very different images, hence very different memories.
+    inputs['img'][1] = inputs['img'][1] * 5 + 3
+    transformer = model.bbox_head.transformer
+    seen = {}
+
+    def record_memory(module, args, output):
+        seen['memory'] = output.detach()  # [S, bs, c]
+
+    def record_value(module, args, kwargs):
+        # mmcv's layers pass (query, key, value, identity) positionally.
+        seen.setdefault('values', []).append(args[2].detach())
+
+    transformer.encoder.register_forward_hook(record_memory)
+    cross_attn = transformer.refine_decoder.layers[0].attentions[1]
+    assert isinstance(cross_attn, MultiScaleDeformableAttention)
+    cross_attn.register_forward_pre_hook(record_value, with_kwargs=True)
+    model.forward_train(**inputs)
+
+    memory, value = seen['memory'], seen['values'][0]  # value [S, n, c]
+    # 2 persons with visible keypoints, once in the one-to-one group and
+    # k_one2many = 2 times in the one-to-many group.
+    assert value.size(1) == 2 + 2 * 2
+    for person in range(value.size(1)):
+        torch.testing.assert_close(value[:, person], memory[:, 1])
+        assert not torch.allclose(value[:, person], memory[:, 0])
+
+
+def test_refine_at_test_time_uses_each_images_memory():
+    """Batch of two different images: each image's results equal those of
+    running it alone, so no refine query read the other image."""
+    model = build_tiny(TINY_H_PETR).eval()
+    # Zero-initialised refine branches would return their input keypoints
+    # whatever memory they read.
+    for branch in model.bbox_head.refine_kpt_branches:
+        nn.init.normal_(branch[-1].weight, std=0.1)
+    inputs = pose_inputs([(128, 128), (128, 128)])
+    inputs['img'][0] = inputs['img'][0] * 5 + 3
+    with torch.no_grad():
+        batched = model.simple_test(inputs['img'], inputs['img_metas'])
+        alone = model.simple_test(inputs['img'][1:], inputs['img_metas'][1:])
+    torch.testing.assert_close(
+        torch.as_tensor(batched[1][1][0]),
+        torch.as_tensor(alone[0][1][0]),
+        atol=1e-3,
+        rtol=1e-4)
