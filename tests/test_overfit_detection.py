@@ -3,7 +3,6 @@ import contextlib
 import io
 import json
 
-import pytest
 import torch
 from mmcv.parallel import MMDataParallel
 from mmcv.runner import build_optimizer

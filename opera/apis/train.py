@@ -5,7 +5,7 @@ is wrapped: mmdet's ``build_ddp`` only accepts CUDA, while ``wrap_model``
 also gives CPU processes (gloo) a working ``MMDistributedDataParallel``.
 """
 import torch
-from mmcv.parallel import MMDataParallel, MMDistributedDataParallel
+from mmcv.parallel import MMDataParallel
 from mmcv.runner import (DistSamplerSeedHook, EpochBasedRunner,
                          Fp16OptimizerHook, OptimizerHook, build_runner)
 from mmdet.apis.train import auto_scale_lr
@@ -14,49 +14,9 @@ from mmdet.datasets import (build_dataloader, build_dataset,
                             replace_ImageToTensor)
 from mmdet.utils import compat_cfg, find_latest_checkpoint
 
+from mmcv_custom.parallel import DeviceAgnosticDDP
 from opera.core.evaluation import DistEvalHook
 from opera.utils import get_device, get_root_logger
-
-CPU_TARGET = -1  # the scatter target that means "stay on the CPU"
-
-
-class DeviceAgnosticDDP(MMDistributedDataParallel):
-    """``MMDistributedDataParallel`` that works for CPU and CUDA modules.
-
-    Two fixes over mmcv 1.7.2:
-
-    * A CPU module is wrapped with ``device_ids=None``, and then mmcv hands
-      the batch to ``train_step``/``val_step`` with its ``DataContainer``s
-      still closed. Here they are opened by scattering to the CPU first, as
-      ``MMDataParallel`` does.
-    * mmcv's ``_run_ddp_forward`` (used by ``forward``, i.e. in testing)
-      reads DDP attributes that torch 2 no longer has; this version only
-      scatters the inputs to the module's device and calls the module.
-    """
-
-    def train_step(self, *inputs, **kwargs):
-        """Open the batch's DataContainers on CPU, then run mmcv's step."""
-        inputs, kwargs = self._scatter_on_cpu(inputs, kwargs)
-        return super().train_step(*inputs, **kwargs)
-
-    def val_step(self, *inputs, **kwargs):
-        """Open the batch's DataContainers on CPU, then run mmcv's step."""
-        inputs, kwargs = self._scatter_on_cpu(inputs, kwargs)
-        return super().val_step(*inputs, **kwargs)
-
-    def _run_ddp_forward(self, *inputs, **kwargs):
-        """Scatter the inputs to the module's device and call the module."""
-        target = self.device_ids[0] if self.device_ids else CPU_TARGET
-        inputs, kwargs = self.scatter(inputs, kwargs, [target])
-        return self.module(*inputs[0], **kwargs[0])
-
-    def _scatter_on_cpu(self, inputs, kwargs):
-        """Return (inputs, kwargs) with DataContainers opened on CPU."""
-        if self.device_ids:
-            return inputs, kwargs
-        inputs, kwargs = self.scatter(inputs, kwargs, [CPU_TARGET])
-        return inputs[0], kwargs[0]
-
 
 def wrap_model(model, distributed, find_unused_parameters=False):
     """Put ``model`` on this process's device inside an mmcv wrapper.

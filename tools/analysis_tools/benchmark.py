@@ -12,6 +12,7 @@ calls), loss (the rest of the loss computation) and backward.
 import argparse
 import contextlib
 import json
+import logging
 import platform
 import resource
 import sys
@@ -173,6 +174,8 @@ def run(args):
     cfg.model.backbone.init_cfg = None  # weights come from CHECKPOINT, if any
     torch.manual_seed(args.seed)
     model = build_detector(cfg.model)
+    # mmcv logs one line per initialised parameter; keep the table readable.
+    logging.getLogger('mmcv').setLevel(logging.WARNING)
     model.init_weights()
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint, map_location='cpu')

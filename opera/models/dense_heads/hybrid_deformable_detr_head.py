@@ -7,13 +7,13 @@ H-Deformable-DETR. The hybrid logic itself is in
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.runner import force_fp32
 from mmdet.models.dense_heads import DeformableDETRHead
 
 from ..builder import HEADS
 from ..utils.arguments import reject_unknown_arguments
 from ..utils.hybrid_matching import HybridQueryGroups
+from ..utils.padding import masks_and_positions
 from ..utils.transformer import refine_reference
 
 
@@ -51,23 +51,6 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             self.query_embedding = nn.Embedding(self.hybrid.num_query,
                                                 self.embed_dims * 2)
 
-    def padding_masks_and_positions(self, mlvl_feats, img_metas):
-        """Padding masks (True at padding) and sine positions per level."""
-        batch_size = mlvl_feats[0].size(0)
-        input_img_h, input_img_w = img_metas[0]['batch_input_shape']
-        img_masks = mlvl_feats[0].new_ones(
-            (batch_size, input_img_h, input_img_w))
-        for img_id in range(batch_size):
-            img_h, img_w, _ = img_metas[img_id]['img_shape']
-            img_masks[img_id, :img_h, :img_w] = 0
-        masks, positions = [], []
-        for feat in mlvl_feats:
-            mask = F.interpolate(
-                img_masks[None], size=feat.shape[-2:]).to(torch.bool)[0]
-            masks.append(mask)
-            positions.append(self.positional_encoding(mask))
-        return masks, positions
-
     def forward(self, mlvl_feats, img_metas):
         """Run the transformer and the per-layer class/box branches.
 
@@ -80,8 +63,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             encoder's class logits [bs, sum(h*w), num_classes] and boxes
             [bs, sum(h*w), 4] (None without two-stage).
         """
-        masks, positions = self.padding_masks_and_positions(
-            mlvl_feats, img_metas)
+        masks, positions = masks_and_positions(
+            mlvl_feats, img_metas, self.positional_encoding)
         num_queries = self.hybrid.num_active_queries(self.training)
         query_embed = None
         if hasattr(self, 'query_embedding'):

@@ -10,7 +10,6 @@ import copy
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import bias_init_with_prob, constant_init, normal_init
 from mmcv.cnn.bricks.transformer import build_positional_encoding
 from mmcv.runner import BaseModule
@@ -19,6 +18,7 @@ from opera.core.bbox import build_assigner
 from ..builder import HEADS, build_model
 from ..utils.builder import TRANSFORMER
 from ..utils.hybrid_matching import HybridQueryGroups
+from ..utils.padding import masks_and_positions
 from .petr_losses import PETRLossMixin
 
 
@@ -163,23 +163,6 @@ class PETRHead(PETRLossMixin, BaseModule):
         normal_init(
             self.fc_hm, std=0.01, bias=bias_init_with_prob(self.hm_prior_prob))
 
-    def padding_masks_and_positions(self, mlvl_feats, img_metas):
-        """Per level: padding mask [bs, h, w] (True at padding) and sine
-        position [bs, c, h, w]."""
-        batch_size = mlvl_feats[0].size(0)
-        input_h, input_w = img_metas[0]['batch_input_shape']
-        img_masks = mlvl_feats[0].new_ones((batch_size, input_h, input_w))
-        for img_id, meta in enumerate(img_metas):
-            img_h, img_w = meta['img_shape'][:2]
-            img_masks[img_id, :img_h, :img_w] = 0
-        masks, positions = [], []
-        for feat in mlvl_feats:
-            mask = F.interpolate(
-                img_masks[None], size=feat.shape[-2:]).to(torch.bool)[0]
-            masks.append(mask)
-            positions.append(self.positional_encoding(mask))
-        return masks, positions
-
     def forward(self, mlvl_feats, img_metas):
         """Poses and scores of every decoder layer.
 
@@ -193,8 +176,8 @@ class PETRHead(PETRLossMixin, BaseModule):
             [bs, K, h, w] and ``hm_padding`` [bs, h, w] (None in eval),
             and ``memory``/``levels`` for the refine decoder.
         """
-        masks, positions = self.padding_masks_and_positions(
-            mlvl_feats, img_metas)
+        masks, positions = masks_and_positions(
+            mlvl_feats, img_metas, self.positional_encoding)
         num_queries = self.hybrid.num_active_queries(self.training)
         self_attn_mask = self.hybrid.self_attn_mask(num_queries,
                                                     mlvl_feats[0].device)

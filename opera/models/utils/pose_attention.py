@@ -5,7 +5,6 @@ level once per keypoint (``num_points = K``), at the keypoint moved by a
 predicted offset measured in half the size of the box around the pose, so a
 query looks at its own person's joints whatever the person's scale.
 """
-import torch
 import torch.nn as nn
 from mmcv.cnn import constant_init, xavier_init
 from mmcv.cnn.bricks.registry import ATTENTION

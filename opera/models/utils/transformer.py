@@ -12,7 +12,6 @@ Adds to mmdet's two-stage Deformable-DETR transformer:
   how the hybrid self-attention mask reaches ``nn.MultiheadAttention``.
 """
 import torch
-import torch.nn as nn
 from mmdet.models.utils.transformer import (
     DeformableDetrTransformer as MMDetDeformableDetrTransformer,
     DeformableDetrTransformerDecoder as MMDetDeformableDetrTransformerDecoder,
