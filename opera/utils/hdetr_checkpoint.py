@@ -201,10 +201,10 @@ def _convert_swin_backbone(state_dict):
                            if k.startswith('backbone.'))
     if not any(k.startswith('patch_embed.proj') for k in backbone):
         return state_dict
-    converted = OrderedDict(
-        ('backbone.' + k, v) for k, v in swin_converter(backbone).items())
-    converted.update(
-        (k, v) for k, v in state_dict.items() if not k.startswith('backbone.'))
+    # swin_converter returns its keys with the 'backbone.' prefix.
+    converted = swin_converter(backbone)
+    converted.update((k, v) for k, v in state_dict.items()
+                     if not k.startswith('backbone.'))
     return converted
 
 
