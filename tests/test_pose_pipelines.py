@@ -289,5 +289,5 @@ def test_test_pipeline_builds(coco_keypoint_cfg):
     pipeline = Compose(coco_keypoint_cfg.test_pipeline)
     data = pipeline(
         dict(img_info=dict(filename=img_path), img_prefix=None))
-    h, w = data['img'][0].shape[1:]
+    h, w = data['img'][0].data.shape[1:]  # a DataContainer: batches pad
     assert max(h, w) <= 1333 and min(h, w) <= 800
