@@ -1,8 +1,11 @@
 """Shared test fixtures: paths to the shared data and small model inputs."""
+import json
 import os.path as osp
 
 import pytest
 import torch
+from mmcv.runner import build_optimizer
+from mmdet.datasets import build_dataloader, build_dataset
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED_DATA = osp.join(osp.dirname(REPO_ROOT), 'shared', 'data')
@@ -77,3 +80,57 @@ def pose_inputs(batch_shapes,
     inputs['gt_keypoints'] = keypoints
     inputs['gt_areas'] = areas
     return inputs
+
+
+def subset_annotations(ann_file, image_ids, out_path):
+    """Write the COCO json ``ann_file`` restricted to ``image_ids``."""
+    with open(ann_file) as f:
+        full = json.load(f)
+    subset = dict(
+        full,
+        images=[im for im in full['images'] if im['id'] in image_ids],
+        annotations=[
+            a for a in full['annotations'] if a['image_id'] in image_ids
+        ])
+    with open(out_path, 'w') as f:
+        json.dump(subset, f)
+    return str(out_path)
+
+
+def train_iterations(model, cfg, num_iters, loss_parts):
+    """Plain training steps with the config's optimizer and grad clip, on
+    ``cfg.data.train`` in file order, 2 images per batch.
+
+    Args:
+        loss_parts (tuple[str]): Loss names summed per branch, e.g.
+            ('cls', 'bbox', 'iou'): the one-to-one branch sums
+            ``loss_{part}`` (the last decoder layer), the one-to-many branch
+            ``loss_{part}_one2many`` (when the model has it).
+
+    Returns:
+        list[dict]: Per iteration, the sum of each branch's losses.
+    """
+    dataset = build_dataset(cfg.data.train)
+    loader = build_dataloader(dataset, 2, 0, dist=False, shuffle=False)
+    optimizer = build_optimizer(model, cfg.optimizer)
+    max_norm = cfg.optimizer_config.grad_clip.max_norm
+    history = []
+    model.train()
+    while len(history) < num_iters:
+        for data in loader:
+            losses = model(**{k: v.data[0] for k, v in data.items()})
+            total = sum(v for k, v in losses.items() if 'loss' in k)
+            optimizer.zero_grad()
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            history.append({
+                branch: sum(losses[f'loss_{part}{suffix}'].item()
+                            for part in loss_parts)
+                for branch, suffix in (('one2one', ''),
+                                       ('one2many', '_one2many'))
+                if f'loss_{loss_parts[0]}{suffix}' in losses
+            })
+            if len(history) == num_iters:
+                break
+    return history

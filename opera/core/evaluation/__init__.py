@@ -1,4 +1,4 @@
 """Evaluation hooks of opera."""
-from .eval_hooks import DistEvalHook
+from .eval_hooks import DistEvalHook, EvalHook
 
-__all__ = ['DistEvalHook']
+__all__ = ['DistEvalHook', 'EvalHook']

@@ -1,7 +1,29 @@
-"""Distributed evaluation hook that works with gloo as well as nccl."""
+"""Evaluation hooks that run the inference loops of ``opera.apis``.
+
+Those loops keep pose results intact (mmdet's would mask-encode keypoints)
+and collect distributed results with gloo as well as nccl.
+"""
 import torch.distributed as dist
 from mmdet.core.evaluation import DistEvalHook as MMDetDistEvalHook
+from mmdet.core.evaluation import EvalHook as MMDetEvalHook
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class EvalHook(MMDetEvalHook):
+    """mmdet's ``EvalHook`` with ``single_gpu_test`` of ``opera.apis``."""
+
+    def _do_evaluate(self, runner):
+        """Run inference, evaluate, and save the best checkpoint if asked."""
+        if not self._should_evaluate(runner):
+            return
+        # Imported here: opera.apis imports this module.
+        from opera.apis.test import single_gpu_test
+        results = single_gpu_test(runner.model, self.dataloader)
+        self.latest_results = results
+        runner.log_buffer.output['eval_iter_num'] = len(self.dataloader)
+        key_score = self.evaluate(runner, results)
+        if self.save_best and key_score:
+            self._save_ckpt(runner, key_score)
 
 
 class DistEvalHook(MMDetDistEvalHook):
