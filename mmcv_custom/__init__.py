@@ -1,5 +1,18 @@
 """What opera needs from mmcv 1.7 that mmcv itself lacks or gets wrong on
-current torch: kept apart so it can be dropped when mmcv is fixed."""
-from .parallel import DeviceAgnosticDDP
+current torch: kept apart so it can be dropped when mmcv is fixed.
 
-__all__ = ['DeviceAgnosticDDP']
+Importing it registers ``opera.ResumableEpochBasedRunner`` and
+``opera.NonFiniteLossHook`` for configs.
+"""
+from .builder import HOOKS, RUNNERS
+from .checkpoint import (link_atomic, load_checkpoint_checked,
+                         save_checkpoint_atomic)
+from .nonfinite_loss import NonFiniteLossHook
+from .parallel import DeviceAgnosticDDP
+from .runner import ResumableEpochBasedRunner
+
+__all__ = [
+    'DeviceAgnosticDDP', 'HOOKS', 'NonFiniteLossHook', 'RUNNERS',
+    'ResumableEpochBasedRunner', 'link_atomic', 'load_checkpoint_checked',
+    'save_checkpoint_atomic'
+]

@@ -14,6 +14,7 @@ import time
 import warnings
 
 import mmcv
+import torch
 from mmcv import DictAction
 from mmcv.runner import get_dist_info
 from mmdet.apis import init_random_seed, set_random_seed
@@ -25,6 +26,8 @@ from opera.apis import train_model
 from opera.models import build_detector
 from opera.utils import (check_data_paths, get_device, get_root_logger,
                          init_dist, load_config)
+
+CUBLAS_WORKSPACE = ':4096:8'
 
 
 def parse_args():
@@ -49,7 +52,8 @@ def parse_args():
     parser.add_argument(
         '--deterministic',
         action='store_true',
-        help='deterministic cuDNN kernels')
+        help='deterministic algorithms (cuDNN and torch); with --seed, '
+        'a rerun or a resumed run reaches the same weights')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -137,6 +141,12 @@ def seed_everything(cfg, args, logger):
     logger.info(f'Set random seed to {seed}, '
                 f'deterministic: {args.deterministic}')
     set_random_seed(seed, deterministic=args.deterministic)
+    if args.deterministic:
+        # cuBLAS needs this workspace setting to be deterministic.
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_WORKSPACE)
+        # warn_only: torch ops without a deterministic CUDA version (e.g.
+        # grid_sample's backward) warn instead of stopping training.
+        torch.use_deterministic_algorithms(True, warn_only=True)
     cfg.seed = seed
     return seed
 
@@ -156,6 +166,11 @@ def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
     apply_args(cfg, args)
+    if cfg.device == 'cpu':
+        # Denormal floats (e.g. Adam's averages of squared tiny gradients,
+        # common on batches without objects) make CPU arithmetic many times
+        # slower; flush them to zero (docs/reliability.md, "CPU speed").
+        torch.set_flush_denormal(True)
     validate = not args.no_validate
     check_data_paths(cfg, splits_to_check(cfg, validate))
     setup_multi_processes(cfg)

@@ -1,11 +1,14 @@
 from .builder import DATASETS, PIPELINES
+from .coco import CocoDataset
 from .coco_pose import CocoPoseDataset
 from .crowd_pose import CrowdPoseDataset
+from .data_checks import AnnotationError, ImageFileError
 from .pipelines import (DefaultFormatBundle, LoadAnnotations, RandomAffine,
                         RandomCrop, RandomFlip, Resize)
 
 __all__ = [
-    'DATASETS', 'PIPELINES', 'CocoPoseDataset', 'CrowdPoseDataset',
+    'DATASETS', 'PIPELINES', 'AnnotationError', 'CocoDataset',
+    'CocoPoseDataset', 'CrowdPoseDataset', 'ImageFileError',
     'DefaultFormatBundle', 'LoadAnnotations', 'RandomAffine', 'RandomCrop',
     'RandomFlip', 'Resize'
 ]

@@ -6,12 +6,15 @@ from collections import OrderedDict
 import mmcv
 import numpy as np
 from mmcv.utils import print_log
-from mmdet.datasets import CocoDataset
 from xtcocotools.coco import COCO as XTCOCO
 from xtcocotools.cocoeval import COCOeval as XTCOCOeval
 
 from .builder import DATASETS
+from .coco import DEGENERATE_BOX, CocoDataset
+from .data_checks import check_number_lists
 
+NO_KEYPOINTS = 'person without a labelled keypoint (PETR trains on none)'
+NO_AREA = 'person with a non-positive area (OKS is undefined)'
 RESULTS_FORMAT = (
     'one (bbox_results, keypoint_results) tuple per image, each a list over '
     'classes of [n, 5] arrays (x1, y1, x2, y2, score) and [n, K, 3] arrays '
@@ -30,11 +33,14 @@ class CocoPoseDataset(CocoDataset):
     - ``areas``: [n] float32, the annotated instance area;
     - ``bboxes_ignore``: [m, 4] float32, the crowd regions.
 
-    Persons with ``num_keypoints == 0`` are skipped (they neither become
-    targets nor ignore regions); crowd annotations become ignore regions;
-    boxes narrower or lower than 1 pixel, or outside the image, are
-    skipped. In training (``filter_empty_gt``) only images with at least one
-    non-crowd person with keypoints are kept.
+    Persons with ``num_keypoints == 0`` or a non-positive area are skipped
+    (they neither become targets nor ignore regions); crowd annotations
+    become ignore regions; boxes narrower or lower than 1 pixel, or outside
+    the image, are skipped. Skipped annotations are counted in the log. In
+    training (``filter_empty_gt``) only images with at least one non-crowd
+    person with keypoints are kept. The annotation file and the image files
+    are checked as in :class:`opera.datasets.CocoDataset`; keypoint lists
+    must hold 3K finite numbers.
 
     Args:
         flip_pairs (list[list[int]], optional): ``[left, right]`` keypoint
@@ -43,7 +49,7 @@ class CocoPoseDataset(CocoDataset):
             Defaults to ``SIGMAS``.
         skeleton (list[list[int]], optional): Keypoint index pairs joined
             when drawing. Defaults to ``SKELETON``.
-        *args, **kwargs: Those of :class:`mmdet.datasets.CocoDataset`.
+        *args, **kwargs: Those of :class:`opera.datasets.CocoDataset`.
     """
 
     CLASSES = ('person', )
@@ -68,6 +74,10 @@ class CocoPoseDataset(CocoDataset):
     KEYPOINT_STATS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_m', 'mAP_l', 'AR',
                       'AR_50', 'AR_75', 'AR_m', 'AR_l')
     METRICS = ('keypoints', 'bbox')
+    # Keys every annotation needs ('area' scales OKS).
+    ANN_KEYS = ('id', 'image_id', 'category_id', 'bbox', 'area', 'keypoints')
+    # Skipping unlabelled persons is the PETR recipe, not a data problem.
+    EXPECTED_SKIPS = (NO_KEYPOINTS, )
 
     def __init__(self,
                  *args,
@@ -118,6 +128,27 @@ class CocoPoseDataset(CocoDataset):
         self.img_ids = [img_id for _, img_id in kept]
         return [i for i, _ in kept]
 
+    def check_annotation_dict(self, data):
+        """The checks of :class:`CocoDataset`, then the keypoint lists."""
+        super().check_annotation_dict(data)
+        check_number_lists(data.get('annotations', []), 'keypoints',
+                           3 * self.num_keypoints, self.ann_file)
+
+    def skip_reason(self, ann, img_info):
+        """Why ``_parse_ann_info`` drops ``ann``, or None (also for crowd
+        and ``ignore`` annotations, which are dropped by design)."""
+        if ann.get('ignore', False) or ann['category_id'] not in self.cat_ids:
+            return None
+        if self._xyxy_in_image(ann, img_info) is None:
+            return DEGENERATE_BOX
+        if ann.get('iscrowd', False):
+            return None
+        if self._num_keypoints(ann) == 0:
+            return NO_KEYPOINTS
+        if self._instance_area(ann) <= 0:
+            return NO_AREA
+        return None
+
     @staticmethod
     def _num_keypoints(ann):
         """Labelled keypoints of an annotation (its ``num_keypoints``)."""
@@ -155,13 +186,14 @@ class CocoPoseDataset(CocoDataset):
         """
         bboxes, labels, keypoints, areas, ignores = [], [], [], [], []
         for ann in ann_info:
-            box = self._xyxy_in_image(ann, img_info)
-            if (box is None or ann.get('ignore', False)
-                    or ann['category_id'] not in self.cat_ids):
+            if (ann.get('ignore', False)
+                    or ann['category_id'] not in self.cat_ids
+                    or self.skip_reason(ann, img_info) is not None):
                 continue
+            box = self._xyxy_in_image(ann, img_info)
             if ann.get('iscrowd', False):
                 ignores.append(box)
-            elif self._num_keypoints(ann) > 0:
+            else:
                 bboxes.append(box)
                 labels.append(self.cat2label[ann['category_id']])
                 keypoints.append(ann['keypoints'])

@@ -35,6 +35,8 @@ class CrowdPoseDataset(CocoPoseDataset):
     KEYPOINT_STATS = ('mAP', 'mAP_50', 'mAP_75', 'AR', 'AR_50', 'AR_75',
                       'mAP_easy', 'mAP_medium', 'mAP_hard')
     METRICS = ('keypoints', )
+    # No 'area': CrowdPose annotations have none (see _instance_area).
+    ANN_KEYS = ('id', 'image_id', 'category_id', 'bbox', 'keypoints')
 
     def _instance_area(self, ann):
         """Area used to scale OKS in training: the box area ``w * h``."""

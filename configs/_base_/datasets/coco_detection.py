@@ -1,6 +1,7 @@
 # COCO 2017 detection with the DETR augmentation: flip, then either a
 # multi-scale resize or resize -> random crop -> multi-scale resize.
-dataset_type = 'CocoDataset'
+# opera's CocoDataset: mmdet's, with the annotation and image files checked.
+dataset_type = 'opera.CocoDataset'
 data_root = 'data/coco/'
 img_norm_cfg = dict(
     mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)

@@ -12,4 +12,6 @@ optimizer = dict(
         }))
 optimizer_config = dict(grad_clip=dict(max_norm=0.1, norm_type=2))
 lr_config = dict(policy='step', step=[11])
-runner = dict(type='EpochBasedRunner', max_epochs=12)
+# Atomic checkpoints and per-epoch seeding, so that a killed run resumed
+# with --auto-resume ends with the same weights (docs/reliability.md).
+runner = dict(type='opera.ResumableEpochBasedRunner', max_epochs=12)

@@ -1,0 +1,151 @@
+"""Checkpoint files that survive a crash, and loading that names what does
+not fit.
+
+mmcv writes ``epoch_N.pth`` in place and then re-creates the ``latest.pth``
+link by deleting it first. A process killed in between leaves a truncated
+checkpoint, or no ``latest.pth`` at all, and then mmdet's
+``find_latest_checkpoint`` (``--auto-resume``) takes the highest-numbered
+``*.pth``: possibly the truncated one. Here every file and link is first
+written under a temporary name in the same folder and then renamed over its
+final name; a rename within a file system is atomic on POSIX, so a reader
+sees either the previous file or the complete new one, never a partial one.
+"""
+import logging
+import os
+import os.path as osp
+import platform
+import re
+import shutil
+
+from mmcv.parallel import is_module_wrapper
+from mmcv.runner import save_checkpoint
+from mmcv.runner.checkpoint import _load_checkpoint
+from mmcv.utils import print_log
+
+# Not '.pth': find_latest_checkpoint globs '*.pth' and must never pick up a
+# file that is still being written.
+TMP_SUFFIX = '.tmp'
+# BatchNorm step counters: absent from released checkpoints and unused by
+# frozen BatchNorms, so not worth a warning.
+IGNORED_MISSING = 'num_batches_tracked'
+# Key renames applied to every loaded state dict, as mmcv does: weights saved
+# from a DataParallel / DDP wrapper carry a 'module.' prefix.
+DEFAULT_REVISE_KEYS = ((r'^module\.', ''), )
+
+
+def save_checkpoint_atomic(model, filepath, optimizer=None, meta=None):
+    """mmcv's ``save_checkpoint`` to a temporary file, flushed to disk, then
+    renamed to ``filepath``.
+
+    Args:
+        model (nn.Module): Model (wrappers are unwrapped by mmcv).
+        filepath (str): Final local path, e.g. ``work_dir/epoch_3.pth``.
+        optimizer (Optimizer | dict, optional): Saved with the weights.
+        meta (dict, optional): Saved as ``checkpoint['meta']``.
+    """
+    tmp_path = filepath + TMP_SUFFIX
+    save_checkpoint(model, tmp_path, optimizer=optimizer, meta=meta)
+    # Without fsync a power cut after the rename could still leave an empty
+    # file under the final name.
+    with open(tmp_path, 'rb') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp_path, filepath)
+
+
+def link_atomic(filename, link_path):
+    """Point ``link_path`` at ``filename`` (a name in the same folder),
+    replacing any previous link in one rename.
+
+    On Windows, where symbolic links usually need extra rights, the file is
+    copied instead (as mmcv does there).
+    """
+    tmp_path = link_path + TMP_SUFFIX
+    if osp.lexists(tmp_path):
+        os.remove(tmp_path)
+    if platform.system() == 'Windows':
+        shutil.copyfile(osp.join(osp.dirname(link_path), filename), tmp_path)
+    else:
+        os.symlink(filename, tmp_path)
+    os.replace(tmp_path, link_path)
+
+
+def load_checkpoint_checked(model,
+                            filename,
+                            map_location='cpu',
+                            logger=None,
+                            strict=False,
+                            revise_keys=DEFAULT_REVISE_KEYS):
+    """Load weights into ``model``; a parameter of the wrong shape is an error.
+
+    mmcv's ``load_checkpoint`` only logs shape mismatches and trains on with
+    those parameters at their initial values. Here they stop the load,
+    each named with both shapes. Missing keys (kept at their initial values)
+    and unexpected keys (ignored) are listed in a warning, or raised with
+    ``strict``.
+
+    Args:
+        model (nn.Module): Model, possibly inside a DataParallel/DDP wrapper.
+        filename (str): Checkpoint path or URL (anything mmcv can load).
+        map_location (str | callable): As for ``torch.load``.
+        logger (logging.Logger, optional): Where the warning goes.
+        strict (bool): Missing or unexpected keys are errors too.
+        revise_keys (Sequence[tuple[str, str]]): ``(pattern, replacement)``
+            regex renames applied to the checkpoint keys.
+
+    Returns:
+        dict: The loaded checkpoint.
+
+    Raises:
+        ValueError: The file holds no state dict, a parameter's shape
+            differs, or (``strict``) keys are missing or unexpected.
+    """
+    checkpoint = _load_checkpoint(filename, map_location, logger)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'{filename}: no state dict in this checkpoint')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    for pattern, replacement in revise_keys:
+        state_dict = {
+            re.sub(pattern, replacement, key): value
+            for key, value in state_dict.items()
+        }
+    if is_module_wrapper(model):
+        model = model.module
+    _check_shapes(model.state_dict(), state_dict, filename)
+    result = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in result.missing_keys if IGNORED_MISSING not in k]
+    _report_key_mismatch(filename, missing, result.unexpected_keys, logger,
+                         strict)
+    return checkpoint
+
+
+def _check_shapes(model_state, state_dict, filename):
+    """Raise ValueError naming every entry whose shape differs."""
+    mismatched = [
+        f'{key}: checkpoint {tuple(value.shape)}, model '
+        f'{tuple(model_state[key].shape)}'
+        for key, value in state_dict.items()
+        if key in model_state and hasattr(value, 'shape')
+        and value.shape != model_state[key].shape
+    ]
+    if mismatched:
+        raise ValueError(
+            f'{filename} does not fit the model: {len(mismatched)} '
+            'parameter(s) have another shape (a different number of '
+            'classes, queries or layers?):\n  ' + '\n  '.join(mismatched))
+
+
+def _report_key_mismatch(filename, missing, unexpected, logger, strict):
+    """Warn about (or, if ``strict``, raise on) missing/unexpected keys."""
+    if not missing and not unexpected:
+        return
+    lines = [f'{filename} and the model do not have the same keys:']
+    if missing:
+        lines.append(f'{len(missing)} missing from the checkpoint (left at '
+                     f'their initial values): {", ".join(missing)}')
+    if unexpected:
+        lines.append(f'{len(unexpected)} unexpected (ignored): '
+                     f'{", ".join(unexpected)}')
+    message = '\n  '.join(lines)
+    if strict:
+        raise ValueError(message)
+    print_log(message, logger, level=logging.WARNING)

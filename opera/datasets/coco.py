@@ -1,0 +1,174 @@
+"""mmdet's COCO dataset with its input checked (see docs/reliability.md)."""
+import json
+import logging
+import os.path as osp
+from collections import defaultdict
+
+import mmcv
+from mmdet.datasets import CocoDataset as MMDetCocoDataset
+
+from opera.utils import get_root_logger
+from .builder import DATASETS
+from .data_checks import (AnnotationError, ImageFileError, check_coco_dict,
+                          check_image_file, examples, missing_files)
+
+# Errors pycocotools and mmdet raise on a malformed file, without naming it.
+LOADING_ERRORS = (AssertionError, AttributeError, KeyError, TypeError,
+                  ValueError)
+DEGENERATE_BOX = ('degenerate box (narrower or lower than 1 pixel, zero '
+                  'area, or outside the image)')
+
+
+@DATASETS.register_module()
+class CocoDataset(MMDetCocoDataset):
+    """COCO detection (mmdet's ``CocoDataset``) that checks its input.
+
+    At construction, before any training:
+
+    - an annotation file that is not JSON, lacks a section or a key, refers
+      to an unknown image or category id, has a bbox that is not 4 finite
+      numbers, or whose categories lack one of ``CLASSES`` raises
+      :class:`~opera.datasets.data_checks.AnnotationError` naming the file,
+      the entry and the problem;
+    - for training (not ``test_mode``), missing image files raise
+      :class:`~opera.datasets.data_checks.ImageFileError` listing them (a
+      test-mode dataset may be built to evaluate saved results without its
+      images; :meth:`check_image_files` checks it on request);
+    - annotations that are skipped as mmdet does (degenerate boxes) and
+      images that are left out of training are counted in the log.
+
+    When an item is loaded, a missing, truncated or undecodable image raises
+    ``ImageFileError`` naming the file (in a data-loader worker, the error
+    is re-raised in the main process with that message).
+
+    Args:
+        check_images (bool): Check the image files as above (local files
+            only).
+        *args, **kwargs: Those of mmdet's ``CocoDataset``.
+    """
+
+    # Keys every annotation needs (mmdet reads 'area' to skip empty boxes).
+    ANN_KEYS = ('id', 'image_id', 'category_id', 'bbox', 'area')
+    # Skip reasons (see skip_reason) that are part of the recipe, logged as
+    # information; the others are data problems, logged as warnings.
+    EXPECTED_SKIPS = ()
+
+    def __init__(self, *args, check_images=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        backend = kwargs.get('file_client_args', {}).get('backend', 'disk')
+        # Other backends (object stores) have no cheap existence check.
+        self.check_images = check_images and backend == 'disk'
+        if self.check_images and not self.test_mode:
+            self.check_image_files()
+        self._log_left_out_images()
+
+    def load_annotations(self, ann_file):
+        """mmdet's loading, with the file checked and problems named.
+
+        Args:
+            ann_file (str): Local path of ``self.ann_file``.
+
+        Returns:
+            list[dict]: The image infos.
+        """
+        try:
+            data_infos = super().load_annotations(ann_file)
+        except json.JSONDecodeError as error:
+            raise AnnotationError(
+                f'{self.ann_file}: not valid JSON ({error})') from error
+        except LOADING_ERRORS as error:
+            raise self._explain_loading_error(ann_file, error) from error
+        self.check_annotation_dict(self.coco.dataset)
+        self._log_skipped_annotations()
+        return data_infos
+
+    def _explain_loading_error(self, ann_file, error):
+        """An AnnotationError naming the entry pycocotools or mmdet tripped
+        over (found by checking the whole file), or else one quoting
+        ``error``."""
+        try:
+            self.check_annotation_dict(mmcv.load(ann_file, file_format='json'))
+        except AnnotationError as found:
+            return found
+        return AnnotationError(f'{self.ann_file}: cannot be read as COCO '
+                               f'annotations ({error!r})')
+
+    def check_annotation_dict(self, data):
+        """Raise AnnotationError at the first problem of the loaded json."""
+        check_coco_dict(data, self.ann_file, self.CLASSES, self.ANN_KEYS,
+                        not self.test_mode)
+
+    def skip_reason(self, ann, img_info):
+        """Why ``_parse_ann_info`` drops ``ann`` (mmdet's rules), or None.
+
+        Crowd annotations and those marked ``ignore`` are not counted: they
+        are ignore regions by design.
+        """
+        if ann.get('ignore', False) or ann['category_id'] not in self.cat_ids:
+            return None
+        x1, y1, w, h = ann['bbox']
+        inter_w = min(x1 + w, img_info['width']) - max(x1, 0)
+        inter_h = min(y1 + h, img_info['height']) - max(y1, 0)
+        if (inter_w <= 0 or inter_h <= 0 or ann['area'] <= 0 or w < 1
+                or h < 1):
+            return DEGENERATE_BOX
+        return None
+
+    def _log_skipped_annotations(self):
+        """Log how many annotations are skipped, and why."""
+        skipped = defaultdict(list)
+        for ann in self.coco.anns.values():
+            reason = self.skip_reason(ann, self.coco.imgs[ann['image_id']])
+            if reason is not None:
+                skipped[reason].append(ann['id'])
+        logger = get_root_logger()
+        for reason, ann_ids in skipped.items():
+            level = (logging.INFO
+                     if reason in self.EXPECTED_SKIPS else logging.WARNING)
+            logger.log(
+                level, f'{self.ann_file}: {len(ann_ids)} of '
+                f'{len(self.coco.anns)} annotations skipped: {reason}; ids '
+                f'{examples(ann_ids)}')
+
+    def _log_left_out_images(self):
+        """Log how many images training leaves out (mmdet's filter)."""
+        left_out = len(self.coco.imgs) - len(self.data_infos)
+        if left_out:
+            get_root_logger().info(
+                f'{self.ann_file}: {left_out} of {len(self.coco.imgs)} '
+                'images are not used for training (no usable annotation, '
+                'or smaller than 32 pixels)')
+
+    def image_path(self, img_info):
+        """Local path of an image."""
+        if self.img_prefix:
+            return osp.join(self.img_prefix, img_info['filename'])
+        return img_info['filename']
+
+    def check_image_files(self):
+        """Raise ImageFileError listing the image files that are missing."""
+        missing = missing_files(self.image_path(info)
+                                for info in self.data_infos)
+        if missing:
+            raise ImageFileError(
+                f'{self.ann_file}: {len(missing)} of {len(self.data_infos)} '
+                f'image files are missing under img_prefix '
+                f'{self.img_prefix!r}: {examples(missing)}')
+
+    def prepare_train_img(self, idx):
+        """mmdet's, after checking that the image file is complete."""
+        self._check_image(idx)
+        return super().prepare_train_img(idx)
+
+    def prepare_test_img(self, idx):
+        """mmdet's, after checking that the image file is complete."""
+        self._check_image(idx)
+        return super().prepare_test_img(idx)
+
+    def _check_image(self, idx):
+        """Raise ImageFileError if image ``idx`` is missing or broken."""
+        if self.check_images:
+            img_info = self.data_infos[idx]
+            check_image_file(
+                self.image_path(img_info),
+                f'image id {img_info["id"]} of {self.ann_file}')
