@@ -1,9 +1,27 @@
 checkpoint_config = dict(interval=1, max_keep_ckpts=3)
-# Text log + JSON log (``<timestamp>.log.json``) always. One switch each:
-# TensorBoard: dict(type='TensorboardLoggerHook');
-# Weights & Biases (WANDB_MODE=offline works): dict(type='WandbLoggerHook').
-log_config = dict(interval=50, hooks=[dict(type='TextLoggerHook')])
-custom_hooks = [dict(type='NumClassCheckHook')]
+# Text log (<timestamp>.log) + JSON log (<timestamp>.log.json) always, every
+# `interval` iterations. One switch per experiment tracker (see
+# opera/utils/trackers.py); flip it here, in a child config
+# (log_config = dict(tensorboard=True)) or on the command line:
+#   TensorBoard, event files in <work_dir>/tf_logs:
+#     --cfg-options log_config.tensorboard=True
+#   Weights & Biases, run files in ./wandb (or $WANDB_DIR/wandb); needs
+#   `wandb login`, or WANDB_MODE=offline (no network; `wandb sync` uploads
+#   the run later):
+#     --cfg-options log_config.wandb=True
+# A dict instead of True passes arguments to mmcv's hook, e.g.
+# wandb=dict(init_kwargs=dict(project='hdetr', name='r50_12ep')).
+log_config = dict(
+    interval=50,
+    hooks=[dict(type='TextLoggerHook')],
+    tensorboard=False,
+    wandb=False)
+# NonFiniteLossHook: stop at a NaN/inf loss, before the optimizer step
+# (priority HIGH runs it ahead of the optimizer hook's ABOVE_NORMAL).
+custom_hooks = [
+    dict(type='NumClassCheckHook'),
+    dict(type='opera.NonFiniteLossHook', priority='HIGH')
+]
 dist_params = dict(backend='nccl')
 log_level = 'INFO'
 load_from = None

@@ -9,14 +9,17 @@ from mmcv.parallel import MMDataParallel
 from mmcv.runner import (DistSamplerSeedHook, EpochBasedRunner,
                          Fp16OptimizerHook, OptimizerHook, build_runner)
 from mmdet.apis.train import auto_scale_lr
-from mmdet.core import EvalHook, build_optimizer
+from mmdet.core import build_optimizer
 from mmdet.datasets import (build_dataloader, build_dataset,
                             replace_ImageToTensor)
 from mmdet.utils import compat_cfg, find_latest_checkpoint
 
+from mmcv_custom.checkpoint import load_checkpoint_checked
 from mmcv_custom.parallel import DeviceAgnosticDDP
-from opera.core.evaluation import DistEvalHook
+from opera.core.evaluation import DistEvalHook, EvalHook
 from opera.utils import get_device, get_root_logger
+from opera.utils.trackers import tracker_log_config
+
 
 def wrap_model(model, distributed, find_unused_parameters=False):
     """Put ``model`` on this process's device inside an mmcv wrapper.
@@ -122,7 +125,7 @@ def _register_training_hooks(runner, cfg, distributed):
         cfg.lr_config,
         _optimizer_hook(cfg, distributed),
         cfg.checkpoint_config,
-        cfg.log_config,
+        tracker_log_config(cfg.log_config),
         cfg.get('momentum_config', None),
         custom_hooks_config=cfg.get('custom_hooks', None))
     if distributed and isinstance(runner, EpochBasedRunner):
@@ -142,6 +145,9 @@ def _register_eval_hook(runner, cfg, distributed):
         # Batches of several images need padding and stacking.
         cfg.data.val.pipeline = replace_ImageToTensor(cfg.data.val.pipeline)
     val_dataset = build_dataset(cfg.data.val, dict(test_mode=True))
+    if getattr(val_dataset, 'check_images', False):
+        # Missing images stop the run now, not at the first evaluation.
+        val_dataset.check_image_files()
     val_loader = build_dataloader(val_dataset, **loader_args)
     eval_cfg = dict(cfg.get('evaluation', {}))
     eval_cfg['by_epoch'] = cfg.runner['type'] != 'IterBasedRunner'
@@ -151,11 +157,18 @@ def _register_eval_hook(runner, cfg, distributed):
 
 
 def _resume_or_load(runner, cfg):
-    """Resume from (or auto-find) a checkpoint, or load initial weights."""
+    """Resume from (or auto-find) a checkpoint, or load initial weights.
+
+    ``load_from`` is checked whatever the runner: a parameter of another
+    shape stops training, missing and unexpected keys are listed. Resuming
+    goes through the runner (``opera.ResumableEpochBasedRunner`` checks the
+    same way).
+    """
     resume_from = cfg.get('resume_from')
     if resume_from is None and cfg.get('auto_resume'):
         resume_from = find_latest_checkpoint(cfg.work_dir)
     if resume_from:
         runner.resume(resume_from)
     elif cfg.get('load_from'):
-        runner.load_checkpoint(cfg.load_from)
+        load_checkpoint_checked(
+            runner.model, cfg.load_from, logger=runner.logger)

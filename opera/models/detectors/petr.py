@@ -3,6 +3,7 @@ from mmdet.models.detectors import DETR
 from mmdet.models.detectors.single_stage import SingleStageDetector
 
 from opera.core.keypoint import bbox_kpt2result
+from opera.core.visualization import imshow_det_keypoints, split_result
 from ..builder import DETECTORS
 
 
@@ -76,3 +77,58 @@ class PETR(DETR):
                             self.bbox_head.num_classes)
             for boxes, labels, keypoints in results
         ]
+
+    def show_result(self,
+                    img,
+                    result,
+                    score_thr=0.3,
+                    kpt_score_thr=0.3,
+                    skeleton=None,
+                    thickness=2,
+                    radius=4,
+                    font_size=13,
+                    win_name='',
+                    show=False,
+                    wait_time=0,
+                    out_file=None,
+                    bbox_color=None,
+                    text_color=None,
+                    mask_color=None):
+        """Draw persons (box, score, keypoints and limbs) over ``img``.
+
+        Used by ``tools/test.py --show-dir``. Each person gets its own
+        colour; see :func:`opera.core.visualization.imshow_det_keypoints`
+        for the other arguments.
+
+        Args:
+            img (str | np.ndarray): The image, [H, W, 3] BGR.
+            result (tuple): ``(bbox_results, keypoint_results)`` of one image
+                as :meth:`simple_test` returns it.
+            score_thr (float): Persons scoring at most this are not drawn.
+            kpt_score_thr (float): Nor are keypoints scoring at most this.
+            skeleton (list[list[int]], optional): Limbs; by default the
+                known skeleton of the result's K keypoints.
+            bbox_color, text_color, mask_color: Accepted for mmdet's
+                ``show_result`` interface (its test loop passes the
+                dataset palette); unused, as colours go by person.
+
+        Returns:
+            np.ndarray: The drawn image.
+        """
+        bboxes, labels, keypoints = split_result(result)
+        return imshow_det_keypoints(
+            img,
+            bboxes,
+            labels,
+            keypoints,
+            class_names=self.CLASSES,
+            score_thr=score_thr,
+            kpt_score_thr=kpt_score_thr,
+            skeleton=skeleton,
+            thickness=thickness,
+            radius=radius,
+            font_size=font_size,
+            show=show,
+            win_name=win_name,
+            wait_time=wait_time,
+            out_file=out_file)
