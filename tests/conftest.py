@@ -19,6 +19,18 @@ def shared_data(*parts):
     return path
 
 
+@pytest.fixture(scope='module')
+def single_thread():
+    """One intra-op thread for a module (``pytestmark =
+    pytest.mark.usefixtures('single_thread')``): on a small shared CPU
+    machine torch's thread pool fights other processes and tiny models run
+    up to 25x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def detection_inputs(batch_shapes, pad_to=None, num_boxes=(3, 0), seed=0):
     """Images, metas and random boxes/labels for a detector's forward.
 

@@ -7,18 +7,23 @@ from conftest import REPO_ROOT, detection_inputs
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.models.utils import HybridQueryGroups
+from opera.models.utils import HybridQueryGroups, QueryGroupMask
 
+pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_HYBRID = f'{REPO_ROOT}/tests/configs/tiny_h_deformable_detr.py'
 
 
 def test_self_attn_mask_blocks_groups_only():
-    groups = HybridQueryGroups(2, 3, k_one2many=2)
-    mask = groups.self_attn_mask(5, torch.device('cpu'))
     expected = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 1, 1, 1],
                              [1, 1, 0, 0, 0], [1, 1, 0, 0, 0],
                              [1, 1, 0, 0, 0]]).bool()
-    assert torch.equal(mask, expected)
+    groups = HybridQueryGroups(2, 3, k_one2many=2)
+    mask = groups.self_attn_mask(5, torch.device('cpu'))
+    assert isinstance(mask, QueryGroupMask) and mask.sizes == (2, 3)
+    assert torch.equal(mask.dense(), expected)
+    masked_form = HybridQueryGroups(2, 3, k_one2many=2, split_self_attn=False)
+    assert torch.equal(masked_form.self_attn_mask(5, torch.device('cpu')),
+                       expected)
     # Only the one-to-one group runs at test time: nothing to block.
     assert groups.self_attn_mask(2, torch.device('cpu')) is None
     assert groups.num_active_queries(training=True) == 5
@@ -79,27 +84,56 @@ def head_outputs(model, inputs):
     return model.bbox_head(feats, inputs['img_metas'])
 
 
-def test_mask_reaches_decoder_self_attention(hybrid_model):
-    head = hybrid_model.bbox_head
+def head_feats(head, inputs):
+    """Random neck-like features for ``inputs`` (stride 8 to 64)."""
+    gen = torch.Generator().manual_seed(0)
+    h, w = inputs['img'].shape[-2:]
+    return [
+        torch.randn(2, head.embed_dims, -(-h // stride), -(-w // stride),
+                    generator=gen) for stride in (8, 16, 32, 64)
+    ]
+
+
+def record_self_attn_masks(head, module_of):
+    """Run the head in training; return the ``attn_mask`` every decoder
+    layer's ``module_of(layer)`` was called with."""
     seen = []
 
     def record(module, args, kwargs):
         seen.append(kwargs.get('attn_mask'))
 
     handles = [
-        layer.attentions[0].attn.register_forward_pre_hook(
-            record, with_kwargs=True)
+        module_of(layer).register_forward_pre_hook(record, with_kwargs=True)
         for layer in head.transformer.decoder.layers
     ]
     inputs = detection_inputs([(96, 128), (64, 96)])
-    hybrid_model.train()
     with torch.no_grad():
-        head_outputs(hybrid_model, inputs)
-    for h in handles:
-        h.remove()
-    expected = head.hybrid.self_attn_mask(60, torch.device('cpu'))
-    assert len(seen) == len(head.transformer.decoder.layers)
-    for mask in seen:
+        head(head_feats(head, inputs), inputs['img_metas'])
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def test_mask_reaches_decoder_self_attention(hybrid_model):
+    head = hybrid_model.train().bbox_head
+    num_layers = len(head.transformer.decoder.layers)
+    # Split form: the groups reach the decoder's self-attention module,
+    # which runs torch's attention once per group, unmasked.
+    groups = record_self_attn_masks(head, lambda layer: layer.attentions[0])
+    assert [mask.sizes for mask in groups] == [(20, 40)] * num_layers
+    inner = record_self_attn_masks(head,
+                                   lambda layer: layer.attentions[0].attn)
+    assert inner == [None] * (2 * num_layers)
+    # Masked form: one attention over all 60 queries, with the dense mask.
+    head.hybrid.split_self_attn = False
+    try:
+        dense = record_self_attn_masks(head,
+                                       lambda layer: layer.attentions[0].attn)
+    finally:
+        head.hybrid.split_self_attn = True
+    expected = QueryGroupMask((20, 40)).dense()
+    assert len(dense) == num_layers
+    for mask in dense:
         assert mask is not None, 'self-attention ran without the hybrid mask'
         assert torch.equal(mask, expected)
 

@@ -4,7 +4,7 @@
 _base_ = ['../../configs/petr/petr_r50_16x2_100e_coco.py']
 ffn = dict(feedforward_channels=64, ffn_drop=0.)
 self_attn = dict(
-    type='MultiheadAttention',
+    type='opera.MultiheadAttention',
     embed_dims=256,
     num_heads=8,
     attn_drop=0.,
@@ -40,7 +40,7 @@ model = dict(
                     attn_cfgs=[
                         self_attn,
                         dict(
-                            type='MultiScaleDeformableAttention',
+                            type='opera.MultiScaleDeformableAttention',
                             embed_dims=256,
                             dropout=0.)
                     ],

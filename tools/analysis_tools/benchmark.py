@@ -3,11 +3,21 @@
     python tools/analysis_tools/benchmark.py CONFIG [CHECKPOINT]
         [--input-size 320 384] [--batch-size 2] [--num-boxes 8]
         [--iters 5] [--warmup 2] [--mode infer train] [--json out.json]
+        [--cfg-options ...] [--vs CONFIG2 [--vs-cfg-options ...]]
 
-Inputs are synthetic (random images of a fixed size, random boxes), so runs
-are comparable run to run and need no dataset. A train iteration is split
-into forward (backbone + head outputs), matching (the Hungarian assigner's
-calls), loss (the rest of the loss computation) and backward.
+Inputs are synthetic (random images of a fixed size, random boxes, and
+random keypoints inside them for pose models), so runs are comparable run to
+run and need no dataset. A train iteration is split into forward (backbone +
+head outputs), matching (the Hungarian assigner's calls), loss (the rest of
+the loss computation; for PETR also the refine decoder, which runs on the
+matched persons) and backward. Matching is also reported per branch: the
+one-to-one decoder queries, the one-to-many queries and the encoder
+proposals.
+
+With ``--vs`` a second config (or the same one with other options) is built
+in the same process and measured round by round in turn with the first, so
+both see the same machine load; the ratios (second / first) are medians of
+the per-round ratios.
 """
 import argparse
 import contextlib
@@ -47,16 +57,31 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument(
+        '--vs',
+        metavar='CONFIG',
+        help='a second config measured in the same run, round by round '
+        'interleaved with the first; ratios are second / first')
+    parser.add_argument(
+        '--vs-cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='--cfg-options of the --vs config')
     return parser.parse_args(argv)
 
 
 def synthetic_batch(batch_size, height, width, num_boxes, num_classes,
-                    device, generator):
-    """Random images, metas and ground-truth boxes/labels."""
+                    num_keypoints, device, generator):
+    """Random images, metas and ground truth: boxes [n, 4] (x1, y1, x2, y2)
+    and labels [n]; with ``num_keypoints`` also keypoints [n, K, 3] inside
+    the boxes (all visible) and box areas [n]."""
     img = torch.randn(batch_size, 3, height, width, generator=generator)
-    metas, boxes, labels = [], [], []
+    batch = dict(img=img.to(device), img_metas=[], gt_bboxes=[], gt_labels=[])
+    if num_keypoints:
+        batch.update(gt_keypoints=[], gt_areas=[])
+    scale = torch.tensor([width, height, width, height])
     for _ in range(batch_size):
-        metas.append(
+        batch['img_metas'].append(
             dict(
                 img_shape=(height, width, 3),
                 ori_shape=(height, width, 3),
@@ -66,14 +91,21 @@ def synthetic_batch(batch_size, height, width, num_boxes, num_classes,
                 flip=False))
         xy = torch.rand(num_boxes, 2, generator=generator) * 0.7
         wh = torch.rand(num_boxes, 2, generator=generator) * 0.25 + 0.05
-        scale = torch.tensor([width, height, width, height])
-        boxes.append((torch.cat([xy, xy + wh], 1) * scale).to(device))
-        labels.append(
+        boxes = torch.cat([xy, xy + wh], 1) * scale
+        batch['gt_bboxes'].append(boxes.to(device))
+        batch['gt_labels'].append(
             torch.randint(0, num_classes, (num_boxes, ),
                           generator=generator).to(device))
-    return dict(
-        img=img.to(device), img_metas=metas, gt_bboxes=boxes,
-        gt_labels=labels)
+        if num_keypoints:
+            low, high = boxes[:, None, :2], boxes[:, None, 2:]
+            xy = low + torch.rand(
+                num_boxes, num_keypoints, 2, generator=generator) * (
+                    high - low)
+            visible = torch.full((num_boxes, num_keypoints, 1), 2.)
+            batch['gt_keypoints'].append(
+                torch.cat([xy, visible], -1).to(device))
+            batch['gt_areas'].append((high - low)[:, 0].prod(-1).to(device))
+    return batch
 
 
 def sync(device):
@@ -81,82 +113,148 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-class Timer:
-    """Accumulates wall time of the wrapped calls (e.g. the assigner)."""
+class MatchingTimer:
+    """Wall time inside a head's assigner, per matching branch.
 
-    def __init__(self, device):
-        self.device, self.total = device, 0.0
+    ``assign_repeated`` calls with ``num_repeats`` > 1 are the one-to-many
+    branch; ``assign`` calls on ``num_query_one2one`` queries the one-to-one
+    decoder queries, on any other number the encoder proposals. A call made
+    from inside another (``assign`` -> ``assign_repeated``) is counted once,
+    by the outer one.
+    """
+
+    BRANCHES = ('one2one', 'one2many', 'encoder')
+
+    def __init__(self, device, num_query_one2one):
+        self.device = device
+        self.num_query_one2one = num_query_one2one
+        self.totals = dict.fromkeys(self.BRANCHES, 0.0)
+        self.depth = 0
+
+    def branch(self, args, kwargs):
+        if kwargs.get('num_repeats', 1) > 1:
+            return 'one2many'
+        # Both assigners take the predictions of the Q queries first.
+        if args[0].size(0) == self.num_query_one2one:
+            return 'one2one'
+        return 'encoder'
 
     def wrap(self, fn):
 
         def timed(*args, **kwargs):
+            if self.depth:
+                return fn(*args, **kwargs)
+            self.depth += 1
             sync(self.device)
             start = time.perf_counter()
-            out = fn(*args, **kwargs)
-            sync(self.device)
-            self.total += time.perf_counter() - start
-            return out
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sync(self.device)
+                self.totals[self.branch(args, kwargs)] += (
+                    time.perf_counter() - start)
+                self.depth -= 1
 
         return timed
 
 
 @contextlib.contextmanager
 def timed_assigner(head, timer):
-    original = head.assigner.assign
-    head.assigner.assign = timer.wrap(original)
+    """Time ``assign`` and ``assign_repeated`` of ``head.assigner``."""
+    assigner = head.assigner
+    names = [
+        name for name in ('assign', 'assign_repeated')
+        if hasattr(assigner, name)
+    ]
+    for name in names:
+        setattr(assigner, name, timer.wrap(getattr(assigner, name)))
     try:
         yield
     finally:
-        head.assigner.assign = original
+        for name in names:
+            delattr(assigner, name)  # back to the class's method
 
 
-def measure_inference(model, batch, device, iters, warmup):
+def inference_step(model, batch, device):
+    """Seconds of one test-time forward pass of the batch."""
     model.eval()
-    times = []
     with torch.no_grad():
-        for i in range(warmup + iters):
-            sync(device)
-            start = time.perf_counter()
-            model.simple_test(batch['img'], batch['img_metas'])
-            sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    seconds = median(times)
-    return dict(
-        seconds_per_batch=seconds,
-        images_per_second=batch['img'].size(0) / seconds)
+        sync(device)
+        start = time.perf_counter()
+        model.simple_test(batch['img'], batch['img_metas'])
+        sync(device)
+    return dict(seconds_per_batch=time.perf_counter() - start)
 
 
-def measure_train_step(model, batch, device, iters, warmup):
+def head_losses(head, outs, batch):
+    """The head's losses from its outputs (detection or pose head)."""
+    if 'gt_keypoints' in batch:
+        return head.loss(outs, batch['gt_bboxes'], batch['gt_labels'],
+                         batch['gt_keypoints'], batch['gt_areas'],
+                         batch['img_metas'])
+    return head.loss(*outs, batch['gt_bboxes'], batch['gt_labels'],
+                     batch['img_metas'])
+
+
+def train_step(model, batch, device):
+    """Seconds of one training iteration, split into its parts."""
     model.train()
     head = model.bbox_head
-    rows = []
+    model.zero_grad(set_to_none=True)
+    timer = MatchingTimer(device, head.hybrid.num_query_one2one)
+    sync(device)
+    t0 = time.perf_counter()
+    outs = head(model.extract_feat(batch['img']), batch['img_metas'])
+    sync(device)
+    t1 = time.perf_counter()
+    with timed_assigner(head, timer):
+        losses = head_losses(head, outs, batch)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    sync(device)
+    t2 = time.perf_counter()
+    total.backward()
+    sync(device)
+    t3 = time.perf_counter()
+    matching = sum(timer.totals.values())
+    return dict(
+        forward=t1 - t0,
+        matching=matching,
+        loss=t2 - t1 - matching,
+        backward=t3 - t2,
+        total=t3 - t0,
+        **{f'matching_{name}': value
+           for name, value in timer.totals.items()})
+
+
+def measure(step, runs, device, iters, warmup):
+    """``step`` on every model in turn, ``warmup + iters`` rounds.
+
+    Interleaving the models round by round exposes them to the same load
+    (a shared CPU), so their ratios are fairer than those of separate runs.
+
+    Returns:
+        list[list[dict]]: Per model, the rows of the measured rounds.
+    """
+    rows = [[] for _ in runs]
     for i in range(warmup + iters):
-        model.zero_grad(set_to_none=True)
-        timer = Timer(device)
-        sync(device)
-        t0 = time.perf_counter()
-        outs = head(model.extract_feat(batch['img']), batch['img_metas'])
-        sync(device)
-        t1 = time.perf_counter()
-        with timed_assigner(head, timer):
-            losses = head.loss(*outs, batch['gt_bboxes'], batch['gt_labels'],
-                               batch['img_metas'])
-        total = sum(v for k, v in losses.items() if 'loss' in k)
-        sync(device)
-        t2 = time.perf_counter()
-        total.backward()
-        sync(device)
-        t3 = time.perf_counter()
-        if i >= warmup:
-            rows.append(
-                dict(
-                    forward=t1 - t0,
-                    matching=timer.total,
-                    loss=t2 - t1 - timer.total,
-                    backward=t3 - t2,
-                    total=t3 - t0))
-    return {key: median(r[key] for r in rows) for key in rows[0]}
+        for model_rows, (model, batch) in zip(rows, runs):
+            row = step(model, batch, device)
+            if i >= warmup:
+                model_rows.append(row)
+    return rows
+
+
+def summarise(rows):
+    """Median of every key over the rounds."""
+    return {key: median(row[key] for row in rows) for key in rows[0]}
+
+
+def median_ratio(rows_a, rows_b, key_a, key_b=None):
+    """Median over rounds of ``rows_b[key_b] / rows_a[key_a]`` (``key_b``
+    defaults to ``key_a``); None when a denominator is 0."""
+    key_b = key_b or key_a
+    ratios = [b[key_b] / a[key_a] for a, b in zip(rows_a, rows_b)]
+    return median(ratios) if all(a[key_a] > 0 for a in rows_a) else None
 
 
 def peak_memory_mb(device):
@@ -166,26 +264,29 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(args):
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+def build_run(config, cfg_options, checkpoint, args, device):
+    """A model of ``config`` on ``device`` and its synthetic batch."""
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     cfg.model.backbone.init_cfg = None  # weights come from CHECKPOINT, if any
     torch.manual_seed(args.seed)
     model = build_detector(cfg.model)
-    # mmcv logs one line per initialised parameter; keep the table readable.
-    logging.getLogger('mmcv').setLevel(logging.WARNING)
     model.init_weights()
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu')
     model.to(device)
     generator = torch.Generator().manual_seed(args.seed)
     batch = synthetic_batch(args.batch_size, *args.input_size,
                             args.num_boxes, model.bbox_head.num_classes,
+                            getattr(model.bbox_head, 'num_keypoints', 0),
                             device, generator)
-    result = dict(
-        config=args.config,
+    return model, batch
+
+
+def describe(config, model, args, device):
+    return dict(
+        config=config,
         device=torch.cuda.get_device_name() if device.startswith('cuda') else
         f'cpu ({platform.processor() or platform.machine()}, '
         f'{torch.get_num_threads()} threads)',
@@ -195,14 +296,66 @@ def run(args):
         iters=args.iters,
         trainable_params=sum(p.numel() for p in model.parameters()
                              if p.requires_grad))
+
+
+def run(args):
+    """Measure ``args.config`` (and ``args.vs``, interleaved).
+
+    Returns:
+        dict: The config's results; with ``--vs`` also ``vs`` (the same for
+        the other config) and ``ratios`` (other / this, median over rounds).
+    """
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    # mmcv logs one line per initialised parameter; keep the table readable.
+    logging.getLogger('mmcv').setLevel(logging.WARNING)
+    specs = [(args.config, args.cfg_options, args.checkpoint)]
+    if args.vs:
+        specs.append((args.vs, args.vs_cfg_options, None))
+    runs = [build_run(*spec, args, device) for spec in specs]
+    results = [
+        describe(spec[0], model, args, device)
+        for spec, (model, _) in zip(specs, runs)
+    ]
+    rows = {}
     if 'infer' in args.mode:
-        result['inference'] = measure_inference(model, batch, device,
-                                                args.iters, args.warmup)
+        rows['inference'] = measure(inference_step, runs, device, args.iters,
+                                    args.warmup)
+        for result, model_rows, run_ in zip(results, rows['inference'],
+                                            runs):
+            batch = run_[1]
+            inference = summarise(model_rows)
+            inference['images_per_second'] = (
+                batch['img'].size(0) / inference['seconds_per_batch'])
+            result['inference'] = inference
     if 'train' in args.mode:
-        result['train_step'] = measure_train_step(model, batch, device,
-                                                  args.iters, args.warmup)
-    result['peak_memory_mb'] = peak_memory_mb(device)
-    return result
+        rows['train_step'] = measure(train_step, runs, device, args.iters,
+                                     args.warmup)
+        for result, model_rows in zip(results, rows['train_step']):
+            result['train_step'] = summarise(model_rows)
+            result['one2many_over_one2one_matching'] = None
+            if result['train_step']['matching_one2many'] > 0:
+                result['one2many_over_one2one_matching'] = median_ratio(
+                    model_rows, model_rows, 'matching_one2one',
+                    'matching_one2many')
+    for result in results:
+        # On CPU: the whole process's peak, shared by both models.
+        result['peak_memory_mb'] = peak_memory_mb(device)
+    if args.vs:
+        results[0]['vs'] = results[1]
+        results[0]['ratios'] = vs_ratios(rows)
+    return results[0]
+
+
+def vs_ratios(rows):
+    """--vs config / this config, medians of the per-round ratios."""
+    ratios = {}
+    if 'inference' in rows:
+        ratios['inference_seconds'] = median_ratio(*rows['inference'],
+                                                   'seconds_per_batch')
+    if 'train_step' in rows:
+        for key in ('total', 'forward', 'backward', 'matching'):
+            ratios[f'train_{key}'] = median_ratio(*rows['train_step'], key)
+    return ratios
 
 
 def format_table(result):
@@ -222,7 +375,19 @@ def format_table(result):
         parts = ', '.join(f'{k} {step[k]:.3f}'
                           for k in ('forward', 'matching', 'loss', 'backward'))
         lines.append(f"train step  {step['total']:.3f} s ({parts})")
+        branches = ', '.join(f"{name} {step['matching_' + name]:.4f}"
+                             for name in MatchingTimer.BRANCHES)
+        lines.append(f'matching    {branches} s')
+        ratio = result['one2many_over_one2one_matching']
+        if ratio is not None:
+            lines.append(f'            one2many / one2one {ratio:.2f}x')
     lines.append(f"peak memory {result['peak_memory_mb']:.0f} MiB")
+    if 'vs' in result:
+        lines += ['', 'vs', format_table(result['vs']), '']
+        lines += [
+            f'ratio       {name}: {value:.2f}x'
+            for name, value in result['ratios'].items() if value is not None
+        ]
     return '\n'.join(lines)
 
 

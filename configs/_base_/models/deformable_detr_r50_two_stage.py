@@ -2,6 +2,10 @@
 # H-Deformable-DETR code's baseline): 6+6 layers, d=256, 8 heads, 4 levels,
 # 4 points, FFN 2048, dropout 0.1, 300 queries. Hybrid variants set
 # num_query_one2many / k_one2many on the head.
+# The opera.* encoder, attentions and assigner are mmdet's / mmcv's with the
+# same parameters, plus: per-group decoder self-attention, fp32 deformable
+# attention under fp16, with_cp, one-to-many matching from untiled costs
+# (docs/hybrid_matching.md, docs/benchmark.md).
 model = dict(
     type='mmdet.DeformableDETR',
     backbone=dict(
@@ -38,12 +42,12 @@ model = dict(
             type='opera.DeformableDetrTransformer',
             mixed_selection=False,
             encoder=dict(
-                type='DetrTransformerEncoder',
+                type='opera.DetrTransformerEncoder',
                 num_layers=6,
                 transformerlayers=dict(
                     type='BaseTransformerLayer',
                     attn_cfgs=dict(
-                        type='MultiScaleDeformableAttention',
+                        type='opera.MultiScaleDeformableAttention',
                         embed_dims=256,
                         dropout=0.1),
                     ffn_cfgs=dict(
@@ -63,13 +67,13 @@ model = dict(
                     type='BaseTransformerLayer',
                     attn_cfgs=[
                         dict(
-                            type='MultiheadAttention',
+                            type='opera.MultiheadAttention',
                             embed_dims=256,
                             num_heads=8,
                             attn_drop=0.1,
                             proj_drop=0.1),
                         dict(
-                            type='MultiScaleDeformableAttention',
+                            type='opera.MultiScaleDeformableAttention',
                             embed_dims=256,
                             dropout=0.1)
                     ],
@@ -97,7 +101,7 @@ model = dict(
         loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
     train_cfg=dict(
         assigner=dict(
-            type='HungarianAssigner',
+            type='opera.HungarianAssigner',
             cls_cost=dict(type='FocalLossCost', weight=2.0),
             reg_cost=dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
             iou_cost=dict(type='IoUCost', iou_mode='giou', weight=2.0))),

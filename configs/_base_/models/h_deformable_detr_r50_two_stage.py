@@ -22,13 +22,13 @@ model = dict(
                 transformerlayers=dict(
                     attn_cfgs=[
                         dict(
-                            type='MultiheadAttention',
+                            type='opera.MultiheadAttention',
                             embed_dims=256,
                             num_heads=8,
                             attn_drop=0.0,
                             proj_drop=0.0),
                         dict(
-                            type='MultiScaleDeformableAttention',
+                            type='opera.MultiScaleDeformableAttention',
                             embed_dims=256,
                             dropout=0.0)
                     ],

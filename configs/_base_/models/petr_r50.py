@@ -2,6 +2,10 @@
 # 6-layer deformable encoder, 3-layer pose decoder, 2-layer refine decoder,
 # heatmap branch in training; FFN 1024, dropout 0.1, 300 queries, COCO's 17
 # keypoints. H-PETR variants set num_query_one2many / k_one2many on the head.
+# The opera.* encoder, attentions and assigner are mmdet's / mmcv's with the
+# same parameters, plus: per-group decoder self-attention, fp32 deformable
+# attention under fp16, with_cp, one-to-many matching from untiled costs
+# (docs/hybrid_matching.md, docs/benchmark.md).
 num_keypoints = 17
 embed_dims = 256
 ffn = dict(
@@ -12,13 +16,15 @@ ffn = dict(
     ffn_drop=0.1,
     act_cfg=dict(type='ReLU', inplace=True))
 self_attn = dict(
-    type='MultiheadAttention',
+    type='opera.MultiheadAttention',
     embed_dims=embed_dims,
     num_heads=8,
     attn_drop=0.1,
     proj_drop=0.1)
 deformable_attn = dict(
-    type='MultiScaleDeformableAttention', embed_dims=embed_dims, dropout=0.1)
+    type='opera.MultiScaleDeformableAttention',
+    embed_dims=embed_dims,
+    dropout=0.1)
 model = dict(
     type='opera.PETR',
     backbone=dict(
@@ -54,7 +60,7 @@ model = dict(
             type='opera.PETRTransformer',
             num_keypoints=num_keypoints,
             encoder=dict(
-                type='DetrTransformerEncoder',
+                type='opera.DetrTransformerEncoder',
                 num_layers=6,
                 transformerlayers=dict(
                     type='BaseTransformerLayer',
@@ -79,7 +85,7 @@ model = dict(
                     operation_order=('self_attn', 'norm', 'cross_attn', 'norm',
                                      'ffn', 'norm'))),
             hm_encoder=dict(
-                type='DetrTransformerEncoder',
+                type='opera.DetrTransformerEncoder',
                 num_layers=1,
                 transformerlayers=dict(
                     type='BaseTransformerLayer',

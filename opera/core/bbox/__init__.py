@@ -1,10 +1,11 @@
 from .builder import (BBOX_ASSIGNERS, MATCH_COST, build_assigner,
                       build_match_cost)
-from .assigners import PoseHungarianAssigner, match_with_repeated_targets
+from .assigners import (HungarianAssigner, PoseHungarianAssigner,
+                        RepeatedTargetsAssigner, match_with_repeated_targets)
 from .match_costs import KptL1Cost, OksCost
 
 __all__ = [
     'BBOX_ASSIGNERS', 'MATCH_COST', 'build_assigner', 'build_match_cost',
-    'PoseHungarianAssigner', 'match_with_repeated_targets', 'KptL1Cost',
-    'OksCost'
+    'HungarianAssigner', 'PoseHungarianAssigner', 'RepeatedTargetsAssigner',
+    'match_with_repeated_targets', 'KptL1Cost', 'OksCost'
 ]

@@ -26,6 +26,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         num_query_one2many (int): One-to-many queries, training only.
         k_one2many (int): Ground-truth repeats for the one-to-many group.
         lambda_one2many (float): Weight of the one-to-many losses.
+        split_self_attn (bool): Decoder self-attention group by group
+            (True) or masked over all queries (False); same outputs.
         **kwargs: See mmdet's ``DeformableDETRHead``.
     """
 
@@ -35,12 +37,15 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                  num_query_one2many=0,
                  k_one2many=6,
                  lambda_one2many=1.0,
+                 split_self_attn=True,
                  **kwargs):
         reject_unknown_arguments(type(self), kwargs)
         # _init_layers (called by the parent) sizes the query embedding.
         self.hybrid = HybridQueryGroups(num_query, num_query_one2many,
-                                        k_one2many, lambda_one2many)
+                                        k_one2many, lambda_one2many,
+                                        split_self_attn)
         super().__init__(*args, num_query=num_query, **kwargs)
+        self.hybrid.check_self_attention(self.transformer.decoder)
 
     def _init_layers(self):
         super()._init_layers()
@@ -97,7 +102,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             enc_coord = enc_coord.sigmoid()
         return all_cls_scores, all_bbox_preds, enc_cls, enc_coord
 
-    @force_fp32(apply_to=('all_cls_scores', 'all_bbox_preds'))
+    @force_fp32(apply_to=('all_cls_scores', 'all_bbox_preds',
+                          'enc_cls_scores', 'enc_bbox_preds'))
     def loss(self,
              all_cls_scores,
              all_bbox_preds,
@@ -111,7 +117,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
 
         Each group is matched and normalised on its own: the one-to-one group
         against the ground truth, the one-to-many group against the ground
-        truth tiled ``k_one2many`` times. The encoder loss is counted once.
+        truth tiled ``k_one2many`` times (matched from the untiled costs).
+        The encoder loss is counted once. Computed in fp32 under fp16.
         """
         cls_one2one, cls_one2many = self.hybrid.split(all_cls_scores, dim=2)
         bbox_one2one, bbox_one2many = self.hybrid.split(all_bbox_preds, dim=2)
@@ -120,11 +127,12 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                               img_metas, gt_bboxes_ignore)
         if cls_one2many is None:
             return losses
-        losses_one2many = super().loss(
-            cls_one2many, bbox_one2many, None, None,
-            self.hybrid.tile_targets(gt_bboxes_list),
-            self.hybrid.tile_targets(gt_labels_list), img_metas,
-            gt_bboxes_ignore)
+        with self.hybrid.one2many_matching(self):
+            losses_one2many = super().loss(
+                cls_one2many, bbox_one2many, None, None,
+                self.hybrid.tile_targets(gt_bboxes_list),
+                self.hybrid.tile_targets(gt_labels_list), img_metas,
+                gt_bboxes_ignore)
         return self.hybrid.combine_losses(losses, losses_one2many)
 
     @force_fp32(apply_to=('all_cls_scores', 'all_bbox_preds'))

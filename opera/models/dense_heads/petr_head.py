@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import bias_init_with_prob, constant_init, normal_init
 from mmcv.cnn.bricks.transformer import build_positional_encoding
-from mmcv.runner import BaseModule
+from mmcv.runner import BaseModule, force_fp32
 
 from opera.core.bbox import build_assigner
 from ..builder import HEADS, build_model
@@ -47,6 +47,8 @@ class PETRHead(PETRLossMixin, BaseModule):
         num_query_one2many (int): One-to-many queries, training only.
         k_one2many (int): Ground-truth repeats for the one-to-many group.
         lambda_one2many (float): Weight of the one-to-many losses.
+        split_self_attn (bool): Decoder self-attention group by group
+            (True) or masked over all queries (False); same outputs.
         num_kpt_fcs (int): Hidden-to-hidden layers of the pose branches (and
             of the refine branches).
         kpt_hidden_dims (int): Width of the pose branches.
@@ -77,6 +79,7 @@ class PETRHead(PETRLossMixin, BaseModule):
                  num_query_one2many=0,
                  k_one2many=5,
                  lambda_one2many=1.0,
+                 split_self_attn=True,
                  num_kpt_fcs=2,
                  kpt_hidden_dims=512,
                  transformer=None,
@@ -106,7 +109,10 @@ class PETRHead(PETRLossMixin, BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg)
         self.hybrid = HybridQueryGroups(num_query, num_query_one2many,
-                                        k_one2many, lambda_one2many)
+                                        k_one2many, lambda_one2many,
+                                        split_self_attn)
+        # Set to True by mmcv's wrap_fp16_model (Fp16OptimizerHook).
+        self.fp16_enabled = False
         self.num_classes = num_classes
         self.num_keypoints = num_keypoints
         self.train_cfg = train_cfg
@@ -130,6 +136,7 @@ class PETRHead(PETRLossMixin, BaseModule):
             positional_encoding)
         self.transformer = TRANSFORMER.build(transformer)
         self.embed_dims = self.transformer.embed_dims
+        self.hybrid.check_self_attention(self.transformer.decoder)
         self._init_layers(num_kpt_fcs, kpt_hidden_dims)
 
     def _init_layers(self, num_kpt_fcs, kpt_hidden_dims):
@@ -240,15 +247,17 @@ class PETRHead(PETRLossMixin, BaseModule):
             self(x, img_metas), gt_bboxes, gt_labels, gt_keypoints, gt_areas,
             img_metas)
 
+    @force_fp32(apply_to=('outputs', ))
     def loss(self, outputs, gt_bboxes, gt_labels, gt_keypoints, gt_areas,
              img_metas):
         """Decoder losses of each query group, proposal, heatmap and refine
         losses.
 
         The one-to-one group is matched to the ground truth, the one-to-many
-        group to it tiled ``k_one2many`` times, each at every decoder layer
-        and normalised on its own. The refine decoder trains on the persons
-        matched at the last layer by both groups.
+        group to it tiled ``k_one2many`` times (matched from the untiled
+        costs), each at every decoder layer and normalised on its own. The
+        refine decoder trains on the persons matched at the last layer by
+        both groups. Computed in fp32 under fp16 (the refine decoder too).
         """
         cls_one2one, cls_one2many = self.hybrid.split(
             outputs['cls_scores'], dim=2)
@@ -258,10 +267,12 @@ class PETRHead(PETRLossMixin, BaseModule):
                                                 gt_labels, gt_keypoints,
                                                 gt_areas, img_metas)
         if cls_one2many is not None:
-            losses_one2many, positives_one2many = self.decoder_losses(
-                cls_one2many, poses_one2many,
-                *(self.hybrid.tile_targets(gts)
-                  for gts in (gt_labels, gt_keypoints, gt_areas)), img_metas)
+            with self.hybrid.one2many_matching(self):
+                losses_one2many, positives_one2many = self.decoder_losses(
+                    cls_one2many, poses_one2many,
+                    *(self.hybrid.tile_targets(gts)
+                      for gts in (gt_labels, gt_keypoints, gt_areas)),
+                    img_metas)
             losses = self.hybrid.combine_losses(losses, losses_one2many)
             positives = {
                 name: torch.cat([value, positives_one2many[name]])
@@ -302,9 +313,11 @@ class PETRHead(PETRLossMixin, BaseModule):
         """
         return self.get_results(self(feats, img_metas), img_metas, rescale)
 
+    @force_fp32(apply_to=('outputs', ))
     def get_results(self, outputs, img_metas, rescale=False):
         """Top ``max_per_img`` one-to-one persons per image (no NMS), their
-        keypoints from the refine decoder, boxes around the keypoints."""
+        keypoints from the refine decoder, boxes around the keypoints (in
+        fp32 under fp16)."""
         cls_scores = self.hybrid.split(outputs['cls_scores'][-1], dim=1)[0]
         poses = self.hybrid.split(outputs['poses'][-1], dim=1)[0]
         bs, num_query, num_classes = cls_scores.shape

@@ -217,7 +217,9 @@ class PETRLossMixin:
         targets, weights = positives['targets'], positives['weights']
         sizes = image_sizes(img_metas, device)[positives['img_inds']]
         num_visible = mean_over_gpus(weights.sum(), device)
-        num_persons = mean_over_gpus(targets.size(0), device)
+        # Persons with a visible keypoint: the zero-weight placeholder used
+        # when a process has no positives must not count as one.
+        num_persons = mean_over_gpus((weights.sum(-1) > 0).sum(), device)
         losses = dict()
         for layer, keypoints in enumerate(refined):
             poses = keypoints.flatten(1)

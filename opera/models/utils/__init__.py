@@ -1,13 +1,19 @@
-from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .builder import ATTENTION, TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .deformable_attention import MultiScaleDeformableAttention
+from .group_attention import MultiheadAttention, QueryGroupMask
 from .hybrid_matching import HybridQueryGroups
+from .layer_checkpoint import run_layer
 from .pose_attention import PoseDeformableAttention, pose_sampling_locations
 from .pose_transformer import PETRPoseDecoder, PETRTransformer
 from .transformer import (DeformableDetrTransformer,
-                          DeformableDetrTransformerDecoder, refine_reference)
+                          DeformableDetrTransformerDecoder,
+                          DetrTransformerEncoder, refine_reference)
 
 __all__ = [
-    'TRANSFORMER', 'TRANSFORMER_LAYER_SEQUENCE', 'HybridQueryGroups',
-    'DeformableDetrTransformer', 'DeformableDetrTransformerDecoder',
+    'ATTENTION', 'TRANSFORMER', 'TRANSFORMER_LAYER_SEQUENCE',
+    'MultiScaleDeformableAttention', 'MultiheadAttention', 'QueryGroupMask',
+    'HybridQueryGroups', 'run_layer', 'DeformableDetrTransformer',
+    'DeformableDetrTransformerDecoder', 'DetrTransformerEncoder',
     'refine_reference', 'PoseDeformableAttention', 'pose_sampling_locations',
     'PETRPoseDecoder', 'PETRTransformer'
 ]

@@ -4,13 +4,19 @@ Each query carries a reference pose of K keypoints. Every head samples each
 level once per keypoint (``num_points = K``), at the keypoint moved by a
 predicted offset measured in half the size of the box around the pose, so a
 query looks at its own person's joints whatever the person's scale.
+
+Like :mod:`.deformable_attention`, it runs in fp32 under fp16 training: the
+sampling locations are keypoints plus offsets scaled by the pose's box, and
+half precision would blur them.
 """
 import torch.nn as nn
 from mmcv.cnn import constant_init, xavier_init
 from mmcv.cnn.bricks.registry import ATTENTION
 from mmcv.ops.multi_scale_deform_attn import (
     MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch)
-from mmcv.runner import BaseModule
+from mmcv.runner import BaseModule, force_fp32
+
+from .deformable_attention import FP32_INPUTS
 
 
 def pose_sampling_locations(reference_poses, offsets, offset_scale=0.5,
@@ -84,6 +90,8 @@ class PoseDeformableAttention(BaseModule):
                                            num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dims, embed_dims)
         self.output_proj = nn.Linear(embed_dims, embed_dims)
+        # Set to True by mmcv's wrap_fp16_model (Fp16OptimizerHook).
+        self.fp16_enabled = False
         self.init_weights()
 
     def init_weights(self):
@@ -94,6 +102,7 @@ class PoseDeformableAttention(BaseModule):
         xavier_init(self.value_proj, distribution='uniform', bias=0.)
         xavier_init(self.output_proj, distribution='uniform', bias=0.)
 
+    @force_fp32(apply_to=FP32_INPUTS)
     def forward(self,
                 query,
                 key=None,
@@ -123,7 +132,8 @@ class PoseDeformableAttention(BaseModule):
                 ``value``.
 
         Returns:
-            Tensor: Same shape as ``query``: identity + attended values.
+            Tensor: Same shape as ``query``: identity + attended values
+            (fp32 under fp16 training).
         """
         if value is None:
             value = query

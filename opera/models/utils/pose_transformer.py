@@ -21,6 +21,7 @@ from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.utils.transformer import inverse_sigmoid
 
 from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .layer_checkpoint import run_layer
 from .pose_attention import PoseDeformableAttention
 from .transformer import DeformableDetrTransformer
 
@@ -33,9 +34,11 @@ def refine_pose(delta, reference_pose):
         reference_pose (Tensor): [..., 2K] in [0, 1].
 
     Returns:
-        Tensor: [..., 2K] in [0, 1].
+        Tensor: [..., 2K] in [0, 1], fp32.
     """
-    return (delta + inverse_sigmoid(reference_pose)).sigmoid()
+    # fp32 even under fp16 training: the pose is refined layer after layer
+    # and sampled around, half precision (~1e-3) would blur the keypoints.
+    return (delta.float() + inverse_sigmoid(reference_pose.float())).sigmoid()
 
 
 @TRANSFORMER_LAYER_SEQUENCE.register_module()
@@ -44,13 +47,16 @@ class PETRPoseDecoder(TransformerLayerSequence):
 
     Args:
         num_keypoints (int): K.
+        with_cp (bool): Checkpoint every layer in training (see
+            :mod:`.layer_checkpoint`).
         **kwargs: ``transformerlayers``, ``num_layers``, ... as in mmcv's
             ``TransformerLayerSequence``.
     """
 
-    def __init__(self, *args, num_keypoints=17, **kwargs):
+    def __init__(self, *args, num_keypoints=17, with_cp=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_keypoints = num_keypoints
+        self.with_cp = with_cp
 
     def forward(self, query, *args, reference_poses, valid_ratios,
                 kpt_branches, **kwargs):
@@ -74,11 +80,13 @@ class PETRPoseDecoder(TransformerLayerSequence):
         states, poses = [], []
         pose_ratios = valid_ratios.repeat(1, 1, self.num_keypoints)
         for layer, kpt_branch in zip(self.layers, kpt_branches):
-            output = layer(
+            output = run_layer(
+                layer,
                 output,
                 *args,
                 reference_points=reference_poses[:, :, None] *
                 pose_ratios[:, None],
+                with_cp=self.with_cp,
                 **kwargs)
             pose = refine_pose(
                 kpt_branch(output.permute(1, 0, 2)), reference_poses)

@@ -9,15 +9,17 @@ Adds to mmdet's two-stage Deformable-DETR transformer:
 - look forward twice (``look_forward_twice`` in the decoder): layer l's box is
   built on the not-detached refined box of layer l-1;
 - per-attention masks (``attn_masks``) passed to every decoder layer, which is
-  how the hybrid self-attention mask reaches ``nn.MultiheadAttention``.
+  how the hybrid query groups reach the decoder self-attention;
+- activation checkpointing of encoder and decoder layers (``with_cp``).
 """
 import torch
 from mmdet.models.utils.transformer import (
     DeformableDetrTransformer as MMDetDeformableDetrTransformer,
     DeformableDetrTransformerDecoder as MMDetDeformableDetrTransformerDecoder,
-    inverse_sigmoid)
+    DetrTransformerEncoder as MMDetDetrTransformerEncoder, inverse_sigmoid)
 
 from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .layer_checkpoint import run_layer
 
 
 def refine_reference(delta, reference):
@@ -29,9 +31,12 @@ def refine_reference(delta, reference):
             in [0, 1].
 
     Returns:
-        Tensor: [..., 4] refined boxes in [0, 1]. With point references the
-        width and height come from ``delta`` alone.
+        Tensor: [..., 4] refined boxes in [0, 1], fp32. With point
+        references the width and height come from ``delta`` alone.
     """
+    # fp32 even under fp16 training: each layer refines the previous
+    # layer's box, and half precision (~1e-3) would add up over layers.
+    delta, reference = delta.float(), reference.float()
     if reference.shape[-1] == 4:
         return (delta + inverse_sigmoid(reference)).sigmoid()
     if reference.shape[-1] != 2:
@@ -43,18 +48,47 @@ def refine_reference(delta, reference):
 
 
 @TRANSFORMER_LAYER_SEQUENCE.register_module()
+class DetrTransformerEncoder(MMDetDetrTransformerEncoder):
+    """mmdet's DETR encoder with optional activation checkpointing.
+
+    Args:
+        with_cp (bool): Checkpoint every layer in training (see
+            :mod:`.layer_checkpoint`).
+        **kwargs: See mmdet's ``DetrTransformerEncoder``.
+    """
+
+    def __init__(self, *args, with_cp=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.with_cp = with_cp
+
+    def forward(self, query, key, value, **kwargs):
+        """Run the layers on ``query`` [num_query, bs, c]; the keyword
+        arguments go to every layer. Returns [num_query, bs, c]."""
+        for layer in self.layers:
+            query = run_layer(
+                layer, query, key, value, with_cp=self.with_cp, **kwargs)
+        if self.post_norm is not None:
+            query = self.post_norm(query)
+        return query
+
+
+@TRANSFORMER_LAYER_SEQUENCE.register_module()
 class DeformableDetrTransformerDecoder(MMDetDeformableDetrTransformerDecoder):
-    """Deformable-DETR decoder with iterative refinement and look forward twice.
+    """Deformable-DETR decoder: iterative refinement, look forward twice.
 
     Args:
         look_forward_twice (bool): Return each layer's refined reference
             before it is detached, so that the box predicted at layer l + 1
             (built on it) also trains layer l's regression branch.
+        with_cp (bool): Checkpoint every layer in training (see
+            :mod:`.layer_checkpoint`).
     """
 
-    def __init__(self, *args, look_forward_twice=False, **kwargs):
+    def __init__(self, *args, look_forward_twice=False, with_cp=False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.look_forward_twice = look_forward_twice
+        self.with_cp = with_cp
 
     def forward(self,
                 query,
@@ -87,11 +121,13 @@ class DeformableDetrTransformerDecoder(MMDetDeformableDetrTransformerDecoder):
             ratios = valid_ratios
             if reference_points.shape[-1] == 4:
                 ratios = torch.cat([valid_ratios, valid_ratios], -1)
-            output = layer(
+            output = run_layer(
+                layer,
                 output,
                 *args,
                 reference_points=reference_points[:, :, None] *
                 ratios[:, None],
+                with_cp=self.with_cp,
                 **kwargs)
 
             new_reference_points = reference_points
@@ -295,4 +331,3 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
             attn_masks=attn_masks)
         return (states.permute(0, 2, 1, 3), reference_points, references,
                 enc_cls, enc_coord)
-

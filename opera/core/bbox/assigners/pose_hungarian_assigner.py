@@ -1,32 +1,9 @@
 """Hungarian matching of predicted poses to ground-truth persons (PETR)."""
-import numpy as np
 import torch
-from mmdet.core.bbox.assigners import AssignResult, BaseAssigner
-from scipy.optimize import linear_sum_assignment
+from mmdet.core.bbox.assigners import BaseAssigner
 
 from ..builder import BBOX_ASSIGNERS, build_match_cost
-
-
-def match_with_repeated_targets(cost, num_repeats):
-    """Hungarian matching against every target repeated ``num_repeats`` times.
-
-    Gives the result of ``linear_sum_assignment`` on the cost matrix of the
-    targets tiled ``num_repeats`` times (``gt.repeat(num_repeats, ...)``:
-    copy ``c`` of target ``j`` is column ``c * G + j``), but builds that
-    matrix by repeating the columns of the untiled one, so the costs are
-    computed once instead of ``num_repeats`` times.
-
-    Args:
-        cost (Tensor | np.ndarray): Untiled cost matrix, shape [Q, G].
-        num_repeats (int): Copies of each target, >= 1.
-
-    Returns:
-        tuple[np.ndarray]: Query indices (ascending) and tiled target indices
-        ``c * G + j`` of the ``min(Q, num_repeats * G)`` matched pairs.
-    """
-    if isinstance(cost, torch.Tensor):
-        cost = cost.detach().cpu().numpy()
-    return linear_sum_assignment(np.tile(cost, (1, num_repeats)))
+from .repeated_targets import assign_by_cost, untile
 
 
 @BBOX_ASSIGNERS.register_module()
@@ -108,7 +85,7 @@ class PoseHungarianAssigner(BaseAssigner):
 
         Arguments as in :meth:`cost_matrix`. Persons may repeat (e.g. the
         ground truth tiled for a one-to-many branch); each copy then gets its
-        own query.
+        own query (:meth:`assign_repeated` does that with fewer costs).
 
         Returns:
             :obj:`AssignResult`: ``gt_inds`` [Q]: 0 for background, else the
@@ -116,7 +93,7 @@ class PoseHungarianAssigner(BaseAssigner):
             -1 for background; ``num_gts`` = G.
         """
         return self.assign_repeated(cls_pred, kpt_pred, gt_labels,
-                                    gt_keypoints, gt_areas, img_meta, 1, eps)
+                                    gt_keypoints, gt_areas, img_meta, eps, 1)
 
     def assign_repeated(self,
                         cls_pred,
@@ -125,37 +102,26 @@ class PoseHungarianAssigner(BaseAssigner):
                         gt_keypoints,
                         gt_areas,
                         img_meta,
-                        num_repeats,
-                        eps=1e-7):
-        """Match queries to the persons repeated ``num_repeats`` times.
+                        eps=1e-7,
+                        num_repeats=1):
+        """:meth:`assign` for persons tiled ``num_repeats`` times.
 
-        Same result as :meth:`assign` with every ground-truth tensor tiled
-        ``num_repeats`` times along its first dimension, with the costs
-        computed once for the G distinct persons.
-
-        Arguments as in :meth:`cost_matrix`, plus ``num_repeats`` (int).
+        Same arguments and result as :meth:`assign`, where ``gt_labels``,
+        ``gt_keypoints`` and ``gt_areas`` are ``num_repeats`` copies of G
+        persons (``t.repeat(num_repeats, ...)``); the costs are computed for
+        the first copy only (see ``repeated_targets``).
 
         Returns:
             :obj:`AssignResult`: ``gt_inds`` [Q] index (1-based) the tiled
-            persons (copy ``c`` of person ``j`` is ``c * G + j + 1``), 0 for
-            background; ``labels`` [Q], -1 for background;
+            persons, 0 for background; ``labels`` [Q], -1 for background;
             ``num_gts`` = ``num_repeats * G``.
         """
-        num_gts, num_query = gt_labels.size(0), kpt_pred.size(0)
-        assigned_gt_inds = kpt_pred.new_zeros((num_query, ), dtype=torch.long)
-        assigned_labels = kpt_pred.new_full((num_query, ),
-                                            -1,
-                                            dtype=torch.long)
-        if num_gts > 0 and num_query > 0:
+        gt_labels, gt_keypoints, gt_areas = (
+            untile(gts, num_repeats)
+            for gts in (gt_labels, gt_keypoints, gt_areas))
+        cost = None
+        if gt_labels.numel() > 0 and kpt_pred.size(0) > 0:
             cost = self.cost_matrix(cls_pred, kpt_pred, gt_labels,
                                     gt_keypoints, gt_areas, img_meta, eps)
-            query_inds, tiled_gt_inds = (
-                torch.as_tensor(inds, device=kpt_pred.device)
-                for inds in match_with_repeated_targets(cost, num_repeats))
-            assigned_gt_inds[query_inds] = tiled_gt_inds + 1
-            assigned_labels[query_inds] = gt_labels[tiled_gt_inds % num_gts]
-        return AssignResult(
-            num_gts * num_repeats,
-            assigned_gt_inds,
-            None,
-            labels=assigned_labels)
+        return assign_by_cost(cost, gt_labels, num_repeats, kpt_pred.size(0),
+                              kpt_pred.device)

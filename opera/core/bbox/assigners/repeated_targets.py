@@ -1,0 +1,118 @@
+"""Hungarian matching against ground truth tiled K times, from one cost matrix.
+
+The one-to-many branch of hybrid matching matches its queries against each
+image's ground truth tiled K times (``t.repeat(K, ...)``: copy ``c`` of
+target ``j`` is row ``c * G + j``). The copies are identical, so the cost
+matrix of the tiled targets is the untiled one [Q, G] with its columns
+repeated K times: the costs are computed once per distinct target and only
+the Hungarian algorithm sees all K * G columns. The matching is the one the
+tiled cost matrix gives, column for column.
+
+Assigners that support this expose ``assign_repeated(..., num_repeats)``
+with the arguments of their ``assign``; :class:`RepeatedTargetsAssigner`
+turns such an assigner into one whose ``assign`` does it, which is how a
+head's unchanged target code matches its one-to-many queries.
+"""
+import numpy as np
+import torch
+from mmdet.core.bbox.assigners import AssignResult
+from scipy.optimize import linear_sum_assignment
+
+
+def untile(targets, num_repeats):
+    """The first of ``num_repeats`` copies of a tiled target tensor.
+
+    Args:
+        targets (Tensor): [num_repeats * G, ...], ``t.repeat(num_repeats,
+            ...)`` of some [G, ...] tensor ``t``.
+        num_repeats (int): Copies, >= 1.
+
+    Returns:
+        Tensor: [G, ...], that ``t``.
+    """
+    num_targets = targets.size(0)
+    if num_repeats < 1 or num_targets % num_repeats:
+        raise ValueError(
+            f'{num_targets} targets are not {num_repeats} copies of one set '
+            f'(num_repeats must be >= 1 and divide the number of targets)')
+    return targets[:num_targets // num_repeats]
+
+
+def match_with_repeated_targets(cost, num_repeats):
+    """Hungarian matching against every target repeated ``num_repeats`` times.
+
+    Gives the result of ``linear_sum_assignment`` on the cost matrix of the
+    targets tiled ``num_repeats`` times (copy ``c`` of target ``j`` is
+    column ``c * G + j``), but builds that matrix by repeating the columns of
+    the untiled one, so the costs are computed once instead of
+    ``num_repeats`` times.
+
+    Args:
+        cost (Tensor | np.ndarray): Untiled cost matrix, shape [Q, G].
+        num_repeats (int): Copies of each target, >= 1.
+
+    Returns:
+        tuple[np.ndarray]: Query indices (ascending) and tiled target indices
+        ``c * G + j`` of the ``min(Q, num_repeats * G)`` matched pairs.
+    """
+    if isinstance(cost, torch.Tensor):
+        cost = cost.detach().cpu().numpy()
+    return linear_sum_assignment(np.tile(cost, (1, num_repeats)))
+
+
+def assign_by_cost(cost, gt_labels, num_repeats, num_query, device):
+    """One-to-one assignment of queries to targets tiled ``num_repeats`` times.
+
+    Args:
+        cost (Tensor | None): Untiled cost matrix [Q, G]; None when there is
+            no query or no target (everything is background).
+        gt_labels (Tensor): [G] labels of the untiled targets.
+        num_repeats (int): Copies of each target.
+        num_query (int): Q.
+        device (torch.device): Where the result lives.
+
+    Returns:
+        :obj:`AssignResult`: ``gt_inds`` [Q], 0 for background, else the
+        1-based index of the matched tiled target (copy ``c`` of target ``j``
+        is ``c * G + j + 1``); ``labels`` [Q], -1 for background;
+        ``num_gts`` = ``num_repeats * G``.
+    """
+    num_gts = gt_labels.size(0)
+    gt_inds = torch.zeros(num_query, dtype=torch.long, device=device)
+    labels = torch.full((num_query, ), -1, dtype=torch.long, device=device)
+    if cost is not None:
+        query_inds, tiled_inds = (
+            torch.as_tensor(inds, dtype=torch.long, device=device)
+            for inds in match_with_repeated_targets(cost, num_repeats))
+        gt_inds[query_inds] = tiled_inds + 1
+        labels[query_inds] = gt_labels[tiled_inds % num_gts]
+    return AssignResult(num_gts * num_repeats, gt_inds, None, labels=labels)
+
+
+class RepeatedTargetsAssigner:
+    """An assigner whose ``assign`` matches against tiled targets cheaply.
+
+    ``assign(*args)`` returns ``assigner.assign_repeated(*args,
+    num_repeats=num_repeats)``: the same result as ``assigner.assign(*args)``
+    when the targets in ``args`` are tiled ``num_repeats`` times, with the
+    costs computed for one copy.
+
+    Args:
+        assigner (BaseAssigner): Has ``assign_repeated`` (e.g.
+            ``opera.HungarianAssigner``, ``opera.PoseHungarianAssigner``).
+        num_repeats (int): How many times the targets are tiled.
+    """
+
+    def __init__(self, assigner, num_repeats):
+        if not hasattr(assigner, 'assign_repeated'):
+            raise TypeError(
+                f'one-to-many matching needs an assigner with '
+                f'assign_repeated (opera.HungarianAssigner for boxes, '
+                f'opera.PoseHungarianAssigner for poses); '
+                f'train_cfg.assigner is {type(assigner).__name__}')
+        self.assigner = assigner
+        self.num_repeats = num_repeats
+
+    def assign(self, *args, **kwargs):
+        return self.assigner.assign_repeated(
+            *args, num_repeats=self.num_repeats, **kwargs)

@@ -1,0 +1,168 @@
+"""One-to-many matching from the untiled costs equals matching tiled targets.
+
+Both heads match their one-to-many queries against the ground truth tiled K
+times through ``RepeatedTargetsAssigner``: the costs are computed once per
+distinct target and the Hungarian algorithm sees repeated columns. These
+tests check that every assignment equals the plain way (the assigner's own
+``assign`` on the tiled targets), for the box assigner against mmdet's and
+for both heads end to end.
+"""
+import contextlib
+import os.path as osp
+from unittest import mock
+
+import pytest
+import torch
+from mmcv import Config
+from mmdet.core.bbox.builder import build_assigner as mmdet_build_assigner
+
+from conftest import REPO_ROOT, detection_inputs, pose_inputs
+
+import opera  # noqa: F401
+from opera.core.bbox import RepeatedTargetsAssigner, build_assigner
+from opera.models import build_detector
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+TINY_HYBRID = osp.join(REPO_ROOT, 'tests', 'configs',
+                       'tiny_h_deformable_detr.py')
+TINY_H_PETR = osp.join(REPO_ROOT, 'tests', 'configs', 'tiny_h_petr.py')
+BOX_COSTS = dict(
+    cls_cost=dict(type='FocalLossCost', weight=2.0),
+    reg_cost=dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
+    iou_cost=dict(type='IoUCost', iou_mode='giou', weight=2.0))
+IMG_META = dict(img_shape=(96, 128, 3))
+
+
+def random_boxes(num_query, num_gts, seed):
+    """Predictions (cx, cy, w, h) [Q, 4], logits [Q, 80], ground truth
+    (x1, y1, x2, y2) pixels [G, 4] and labels [G]."""
+    gen = torch.Generator().manual_seed(seed)
+    pred = torch.rand(num_query, 4, generator=gen) * 0.5 + 0.2
+    logits = torch.randn(num_query, 80, generator=gen)
+    xy = torch.rand(num_gts, 2, generator=gen) * torch.tensor([80., 60.])
+    wh = torch.rand(num_gts, 2, generator=gen) * 30 + 5
+    labels = torch.randint(0, 80, (num_gts, ), generator=gen)
+    return pred, logits, torch.cat([xy, xy + wh], 1), labels
+
+
+@pytest.mark.parametrize('num_query,num_gts,num_repeats',
+                         [(30, 4, 6), (12, 5, 3), (7, 3, 3), (9, 0, 2),
+                          (8, 3, 1)])
+def test_box_assigner_repeated_equals_mmdet_on_tiled(num_query, num_gts,
+                                                     num_repeats):
+    ours = build_assigner(dict(type='opera.HungarianAssigner', **BOX_COSTS))
+    mmdet = mmdet_build_assigner(dict(type='HungarianAssigner', **BOX_COSTS))
+    pred, logits, boxes, labels = random_boxes(num_query, num_gts, num_query)
+    tiled = (boxes.repeat(num_repeats, 1), labels.repeat(num_repeats))
+
+    plain = mmdet.assign(pred, logits, *tiled, IMG_META)
+    repeated = ours.assign_repeated(
+        pred, logits, *tiled, IMG_META, num_repeats=num_repeats)
+    assert repeated.num_gts == plain.num_gts == num_repeats * num_gts
+    assert torch.equal(repeated.gt_inds, plain.gt_inds)
+    assert torch.equal(repeated.labels, plain.labels)
+    matched = repeated.gt_inds[repeated.gt_inds > 0]
+    assert matched.numel() == min(num_query, num_repeats * num_gts)
+    # Untiled, ours is mmdet's assigner.
+    untiled = ours.assign(pred, logits, boxes, labels, IMG_META)
+    assert torch.equal(untiled.gt_inds,
+                       mmdet.assign(pred, logits, boxes, labels,
+                                    IMG_META).gt_inds)
+
+
+def test_repeated_matching_needs_an_assigner_that_supports_it():
+    mmdet = mmdet_build_assigner(dict(type='HungarianAssigner', **BOX_COSTS))
+    with pytest.raises(TypeError, match='HungarianAssigner'):
+        RepeatedTargetsAssigner(mmdet, 6)
+
+
+def one2many_assignments(head, num_one2many, run_loss, plain):
+    """Losses and the one-to-many ``gt_inds`` of every assigner call.
+
+    ``plain``: the head's one-to-many matching is replaced by the
+    assigner's own ``assign`` on the tiled targets.
+    """
+    assigner, records = head.assigner, []
+
+    def spy(method, is_one2many):
+
+        def recorded(*args, **kwargs):
+            result = method(*args, **kwargs)
+            if is_one2many(args, kwargs):
+                records.append(result.gt_inds.clone())
+            return result
+
+        return recorded
+
+    def plain_call(args, kwargs):
+        return plain and args[0].size(0) == num_one2many
+
+    def repeated_call(args, kwargs):
+        return kwargs.get('num_repeats', 1) > 1
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            mock.patch.object(assigner, 'assign',
+                              spy(assigner.assign, plain_call)))
+        stack.enter_context(
+            mock.patch.object(assigner, 'assign_repeated',
+                              spy(assigner.assign_repeated, repeated_call)))
+        if plain:
+            stack.enter_context(
+                mock.patch.object(head.hybrid, 'one2many_matching',
+                                  lambda _: contextlib.nullcontext()))
+        losses = run_loss()
+    return losses, records
+
+
+def check_same_matching(head, num_one2many, run_loss, num_calls):
+    losses, repeated = one2many_assignments(head, num_one2many, run_loss,
+                                            False)
+    plain_losses, plain = one2many_assignments(head, num_one2many, run_loss,
+                                               True)
+    assert len(repeated) == len(plain) == num_calls
+    for ours, theirs in zip(repeated, plain):
+        assert torch.equal(ours, theirs)
+    assert max(int((inds > 0).sum()) for inds in repeated) > 0
+    assert losses.keys() == plain_losses.keys()
+    for name, value in losses.items():
+        assert torch.equal(value, plain_losses[name]), name
+
+
+def test_detection_head_one2many_matching_equals_tiled():
+    cfg = Config.fromfile(TINY_HYBRID)
+    torch.manual_seed(0)
+    head = build_detector(cfg.model).bbox_head
+    num_layers, one2one, one2many = 2, 20, 40
+    gen = torch.Generator().manual_seed(1)
+    cls = torch.randn(num_layers, 2, one2one + one2many, 80, generator=gen)
+    boxes = torch.rand(num_layers, 2, one2one + one2many, 4, generator=gen)
+    boxes = boxes * 0.5 + 0.2
+    inputs = detection_inputs([(96, 128), (96, 128)], num_boxes=(3, 5))
+
+    def run_loss():
+        return head.loss(cls, boxes, None, None, inputs['gt_bboxes'],
+                         inputs['gt_labels'], inputs['img_metas'])
+
+    check_same_matching(head, one2many, run_loss, num_calls=num_layers * 2)
+
+
+def test_pose_head_one2many_matching_equals_tiled():
+    cfg = Config.fromfile(TINY_H_PETR)
+    torch.manual_seed(0)
+    model = build_detector(cfg.model)
+    model.init_weights()
+    head = model.train().bbox_head
+    inputs = pose_inputs([(128, 128), (128, 128)], num_persons=(2, 3))
+    for meta in inputs['img_metas']:
+        meta['batch_input_shape'] = (128, 128)
+    with torch.no_grad():
+        outputs = head(model.extract_feat(inputs['img']), inputs['img_metas'])
+
+        def run_loss():
+            return head.loss(outputs, inputs['gt_bboxes'], inputs['gt_labels'],
+                             inputs['gt_keypoints'], inputs['gt_areas'],
+                             inputs['img_metas'])
+
+        num_layers = outputs['poses'].size(0)
+        check_same_matching(head, 20, run_loss, num_calls=num_layers * 2)
