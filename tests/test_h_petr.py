@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmcv.ops import MultiScaleDeformableAttention
 
 from conftest import REPO_ROOT, pose_inputs
-from test_petr import build_tiny, total_loss
+from test_petr import NUM_KEYPOINTS, build_tiny, total_loss
 
 TINY_H_PETR = osp.join(REPO_ROOT, 'tests', 'configs', 'tiny_h_petr.py')
 ONE2ONE, ONE2MANY = 10, 20
@@ -31,7 +31,9 @@ def head_outputs(model, inputs):
 
 
 def test_self_attention_mask_reaches_multihead_attention():
-    model = build_tiny(TINY_H_PETR).train()
+    # The masked form (one attention over all queries); the default
+    # per-group form is checked in test_performance_attention.py.
+    model = build_tiny(TINY_H_PETR, split_self_attn=False).train()
     seen = []
 
     def record(module, args, kwargs):
@@ -160,3 +162,47 @@ def test_refine_at_test_time_uses_each_images_memory():
         torch.as_tensor(alone[0][1][0]),
         atol=1e-3,
         rtol=1e-4)
+
+
+def test_branch_keypoint_losses_are_tiled_and_normalised_per_branch():
+    """Hand-checked keypoint L1 losses of both groups.
+
+    Three persons, all keypoints visible. The one-to-one queries 0-2 sit e
+    off every target coordinate, the one-to-many queries 10-15 d off the
+    targets tiled K = 2 times, every other query far away. With each group
+    normalised by its own visible coordinates (3K and 2 x 3K), the
+    weight-70 L1 gives 70 e and lambda 70 d at every layer, whatever K.
+    """
+    model = build_tiny(TINY_H_PETR, lambda_one2many=0.5).train()
+    head = model.bbox_head
+    h, w = 96, 128
+    inputs = pose_inputs([(h, w)], num_persons=(3, ))
+    gen = torch.Generator().manual_seed(3)
+    normalised = 0.1 + 0.5 * torch.rand(3, NUM_KEYPOINTS, 2, generator=gen)
+    pixels = normalised * torch.tensor([w, h])
+    inputs['gt_keypoints'] = [
+        torch.cat([pixels, torch.full((3, NUM_KEYPOINTS, 1), 2.)], -1)
+    ]
+    inputs['gt_bboxes'] = [torch.cat([pixels.amin(1), pixels.amax(1)], -1)]
+    inputs['gt_areas'] = [(inputs['gt_bboxes'][0][:, 2:] -
+                           inputs['gt_bboxes'][0][:, :2]).prod(-1)]
+    for meta in inputs['img_metas']:
+        meta['batch_input_shape'] = (h, w)
+    outputs = head(model.extract_feat(inputs['img']), inputs['img_metas'])
+
+    e, d, k = 0.01, 0.02, head.hybrid.k_one2many
+    target = normalised.flatten(1)  # [3, 2K]
+    poses = torch.full_like(outputs['poses'], 0.97)
+    poses[:, 0, :3] = target + e
+    poses[:, 0, ONE2ONE:ONE2ONE + 3 * k] = target.repeat(k, 1) + d
+    outputs['poses'] = poses
+    outputs['cls_scores'] = torch.zeros_like(outputs['cls_scores'])
+    losses = head.loss(outputs, inputs['gt_bboxes'], inputs['gt_labels'],
+                       inputs['gt_keypoints'], inputs['gt_areas'],
+                       inputs['img_metas'])
+    weight = head.loss_kpt.loss_weight
+    for prefix in ('', 'd0.'):
+        torch.testing.assert_close(losses[prefix + 'loss_kpt'],
+                                   torch.tensor(weight * e))
+        torch.testing.assert_close(losses[prefix + 'loss_kpt_one2many'],
+                                   torch.tensor(0.5 * weight * d))

@@ -16,14 +16,7 @@ from opera.models.utils.pose_attention import pose_sampling_locations
 TINY_PETR = osp.join(REPO_ROOT, 'tests', 'configs', 'tiny_petr.py')
 NUM_KEYPOINTS = 17
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """One intra-op thread: on a small shared CPU machine, torch's thread
-    pool fights other processes and these tiny models run 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def build_tiny(path=TINY_PETR, seed=0, **head_options):

@@ -37,14 +37,7 @@ HYBRID_OPTIONS = {
 }
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """One intra-op thread: faster for tiny models on a shared 2-core CPU,
-    and the same numbers on every run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def coco_mini_options(tmp_dir):
