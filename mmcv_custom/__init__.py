@@ -6,7 +6,7 @@ Importing it registers ``opera.ResumableEpochBasedRunner`` and
 """
 from .builder import HOOKS, RUNNERS
 from .checkpoint import (link_atomic, load_checkpoint_checked,
-                         save_checkpoint_atomic)
+                         save_checkpoint_atomic, write_atomic)
 from .nonfinite_loss import NonFiniteLossHook
 from .parallel import DeviceAgnosticDDP
 from .runner import ResumableEpochBasedRunner
@@ -14,5 +14,5 @@ from .runner import ResumableEpochBasedRunner
 __all__ = [
     'DeviceAgnosticDDP', 'HOOKS', 'NonFiniteLossHook', 'RUNNERS',
     'ResumableEpochBasedRunner', 'link_atomic', 'load_checkpoint_checked',
-    'save_checkpoint_atomic'
+    'save_checkpoint_atomic', 'write_atomic'
 ]

@@ -33,9 +33,25 @@ IGNORED_MISSING = 'num_batches_tracked'
 DEFAULT_REVISE_KEYS = ((r'^module\.', ''), )
 
 
+def write_atomic(filepath, write):
+    """Call ``write(tmp_path)``, flush the file to disk, then rename it to
+    ``filepath``: a reader never sees a partly written file.
+
+    Args:
+        filepath (str): Final local path.
+        write (callable): Writes the whole file at the path it is given.
+    """
+    tmp_path = filepath + TMP_SUFFIX
+    write(tmp_path)
+    # Without fsync a power cut after the rename could still leave an empty
+    # file under the final name.
+    with open(tmp_path, 'rb') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp_path, filepath)
+
+
 def save_checkpoint_atomic(model, filepath, optimizer=None, meta=None):
-    """mmcv's ``save_checkpoint`` to a temporary file, flushed to disk, then
-    renamed to ``filepath``.
+    """mmcv's ``save_checkpoint``, written atomically (:func:`write_atomic`).
 
     Args:
         model (nn.Module): Model (wrappers are unwrapped by mmcv).
@@ -43,13 +59,9 @@ def save_checkpoint_atomic(model, filepath, optimizer=None, meta=None):
         optimizer (Optimizer | dict, optional): Saved with the weights.
         meta (dict, optional): Saved as ``checkpoint['meta']``.
     """
-    tmp_path = filepath + TMP_SUFFIX
-    save_checkpoint(model, tmp_path, optimizer=optimizer, meta=meta)
-    # Without fsync a power cut after the rename could still leave an empty
-    # file under the final name.
-    with open(tmp_path, 'rb') as f:
-        os.fsync(f.fileno())
-    os.replace(tmp_path, filepath)
+    write_atomic(
+        filepath, lambda path: save_checkpoint(
+            model, path, optimizer=optimizer, meta=meta))
 
 
 def link_atomic(filename, link_path):

@@ -1,6 +1,8 @@
 """Shared test fixtures: paths to the shared data and small model inputs."""
 import json
+import os
 import os.path as osp
+import subprocess
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from mmdet.datasets import build_dataloader, build_dataset
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED_DATA = osp.join(osp.dirname(REPO_ROOT), 'shared', 'data')
+TOOL_TIMEOUT_S = 300
 
 
 def shared_data(*parts):
@@ -92,6 +95,23 @@ def pose_inputs(batch_shapes,
     inputs['gt_keypoints'] = keypoints
     inputs['gt_areas'] = areas
     return inputs
+
+
+def run_in_repo(command, **env):
+    """Run ``command`` from the repository root with this checkout first on
+    PYTHONPATH, one OpenMP thread and the extra environment ``env``.
+
+    Returns:
+        subprocess.CompletedProcess: With text stdout and stderr.
+    """
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1', **env)
+    return subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT_S)
 
 
 def subset_annotations(ann_file, image_ids, out_path):

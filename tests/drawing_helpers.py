@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import subset_annotations as write_subset
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_ANN = (
     REPO / 'demo' / 'data' / 'coco_sample' / 'annotations' /
@@ -21,17 +23,9 @@ def subset_annotations(num_images, out_file):
     Returns:
         list[dict]: Their image entries.
     """
-    ann = json.loads(SAMPLE_ANN.read_text())
-    images = ann['images'][:num_images]
-    ids = {img['id'] for img in images}
-    out_file.write_text(
-        json.dumps(
-            dict(
-                ann,
-                images=images,
-                annotations=[
-                    a for a in ann['annotations'] if a['image_id'] in ids
-                ])))
+    images = json.loads(SAMPLE_ANN.read_text())['images'][:num_images]
+    write_subset(
+        str(SAMPLE_ANN), {img['id'] for img in images}, out_file)
     return images
 
 

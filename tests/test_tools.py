@@ -11,13 +11,14 @@ import os
 import pickle
 import re
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mmcv import Config
+
+from conftest import run_in_repo
 
 from opera.utils import check_data_paths, load_config, replace_data_root
 
@@ -28,7 +29,6 @@ COCO_MINI = Path(
                    REPO.parent / 'shared' / 'data' / 'coco_mini'))
 COCO_ANN = COCO_MINI / 'annotations' / 'instances_train2017.json'
 NUM_IMAGES = 4
-TIMEOUT_S = 300
 
 needs_coco_mini = pytest.mark.skipif(
     not COCO_ANN.exists(), reason=f'coco_mini not found at {COCO_MINI}')
@@ -43,16 +43,8 @@ def free_port():
 
 def run(command, port=None):
     """Run a command from the repo root; return the CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    if port is not None:
-        env['PORT'] = str(port)
-    return subprocess.run(
-        command,
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S)
+    return run_in_repo(command,
+                       **({} if port is None else dict(PORT=str(port))))
 
 
 def run_ok(command, port=None):

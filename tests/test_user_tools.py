@@ -4,9 +4,7 @@ bar. One short training run of the tiny pose config feeds the log tests."""
 import importlib.util
 import io
 import json
-import os
 import re
-import subprocess
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -20,7 +18,7 @@ from mmcv.runner import save_checkpoint
 from mmdet.apis import inference_detector, set_random_seed
 from mmdet.datasets import build_dataset
 
-from conftest import shared_data
+from conftest import run_in_repo, shared_data
 from drawing_helpers import far_from, inside, subset_annotations
 from opera.apis import init_model, multi_gpu_test, single_gpu_test
 from opera.core.visualization import palette, split_result
@@ -30,7 +28,6 @@ from opera.utils.trackers import tracker_log_config
 REPO = Path(__file__).resolve().parents[1]
 POSE_CONFIG = str(REPO / 'tests' / 'configs' / 'tiny_petr_sample.py')
 DET_CONFIG = str(REPO / 'tests' / 'configs' / 'tiny_h_deformable_detr.py')
-TIMEOUT_S = 300
 # The training run: 4 sample images, 2 per batch, evaluated every epoch.
 EPOCHS, ITERS_PER_EPOCH, NUM_IMAGES = 2, 2, 4
 # Pixels around a drawn element that it may cover: keypoint discs, lines.
@@ -197,9 +194,6 @@ def trained(tmp_path_factory):
     # wandb offline, and every wandb file (run, cache, staged artifacts,
     # settings) under the test's folder.
     env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        OMP_NUM_THREADS='1',
         WANDB_MODE='offline',
         WANDB_SILENT='true',
         WANDB_DIR=str(wandb_dir),
@@ -213,13 +207,7 @@ def trained(tmp_path_factory):
         f'data.val.ann_file={subset}', 'log_config.tensorboard=True',
         'log_config.wandb=True'
     ]
-    proc = subprocess.run(
-        command,
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S)
+    proc = run_in_repo(command, **env)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return work_dir, wandb_dir, proc.stdout
 

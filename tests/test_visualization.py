@@ -1,8 +1,6 @@
 """The drawing module (opera.core.visualization), PETR.show_result and
 ``tools/test.py --show-dir`` on a tiny pose model."""
-import os
 import pickle
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -16,6 +14,7 @@ from mmcv.runner import save_checkpoint
 from mmdet.apis import set_random_seed
 from mmdet.datasets import build_dataloader, build_dataset
 
+from conftest import run_in_repo
 from drawing_helpers import far_from, inside, subset_annotations
 from opera.apis import init_model, single_gpu_test
 from opera.core.visualization import (imshow_det_keypoints, palette,
@@ -29,7 +28,6 @@ POSE_CONFIG = str(REPO / 'tests' / 'configs' / 'tiny_petr_sample.py')
 NUM_KPTS = 17
 H, W = 120, 200
 RADIUS, THICKNESS = 3, 2
-TIMEOUT_S = 300
 # A 16-pixel JPEG block, plus its colour upsampling and the keypoint discs:
 # how far from a drawing a pixel of a drawn JPEG may still change.
 JPEG_MARGIN = 24
@@ -217,20 +215,13 @@ def test_test_py_show_dir_draws_skeletons(pose_checkpoint, tmp_path):
     images = subset_annotations(2, subset)
     drawn, plain, results = (tmp_path / 'drawn', tmp_path / 'plain',
                              tmp_path / 'results.pkl')
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     # Random weights: every person scores above 0.
     command = [
         sys.executable, 'tools/test.py', POSE_CONFIG, pose_checkpoint,
         '--show-dir', drawn, '--show-score-thr', '0', '--out', results,
         '--cfg-options', f'data.test.ann_file={subset}'
     ]
-    proc = subprocess.run(
-        command,
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S)
+    proc = run_in_repo(command)
     assert proc.returncode == 0, proc.stderr[-5000:]
     draw_without_results(pose_checkpoint, subset, plain)
     with open(results, 'rb') as f:

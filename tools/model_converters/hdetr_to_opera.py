@@ -16,6 +16,7 @@ import sys
 import torch
 from mmcv import Config
 
+from mmcv_custom import write_atomic
 from opera.utils.hdetr_checkpoint import fill_untracked_bn, to_opera
 
 
@@ -69,9 +70,8 @@ def main():
         sys.exit(f'conversion of {args.src} failed: {len(problems)} problem(s)')
     meta = dict(converted_from=osp.basename(args.src), layout=args.layout)
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    tmp = args.dst + '.tmp'
-    torch.save(dict(state_dict=state_dict, meta=meta), tmp)
-    os.replace(tmp, args.dst)
+    write_atomic(args.dst, lambda path: torch.save(
+        dict(state_dict=state_dict, meta=meta), path))
     print(f'wrote {args.dst} ({len(state_dict)} tensors)')
 
 
