@@ -97,6 +97,18 @@ def pose_inputs(batch_shapes,
     return inputs
 
 
+def matched_targets(gt_inds, num_gts):
+    """Which untiled target each query is matched to, -1 for background.
+
+    Args:
+        gt_inds (Tensor): [Q] ``AssignResult.gt_inds``: 0 background, else
+            1 + a tiled index ``c * num_gts + j`` (copy ``c`` of target
+            ``j``).
+        num_gts (int): Distinct targets.
+    """
+    return torch.where(gt_inds > 0, (gt_inds - 1) % max(num_gts, 1), -1)
+
+
 def run_in_repo(command, **env):
     """Run ``command`` from the repository root with this checkout first on
     PYTHONPATH, one OpenMP thread and the extra environment ``env``.

@@ -7,9 +7,12 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from conftest import matched_targets
+
 import opera  # noqa: F401
 from opera.core.bbox import (build_assigner, build_match_cost,
                              match_with_repeated_targets)
+from opera.core.bbox.assigners.repeated_targets import candidate_queries
 
 IMG_META = dict(img_shape=(400, 600, 3))  # h, w
 PETR_ASSIGNER = dict(
@@ -146,8 +149,10 @@ def test_assigner_tiled_persons_get_distinct_queries():
         assert result.num_gts == 6
         assert sorted(result.gt_inds[result.gt_inds > 0].tolist()) == list(
             range(1, 7))
-    # Same matching: the cost matrix is identical, only computed once.
-    assert torch.equal(plain.gt_inds, repeated.gt_inds)
+    # Same matching: the costs are the same, only computed once (which
+    # copy of a person a query gets may differ; the copies are identical).
+    assert torch.equal(matched_targets(plain.gt_inds, 2),
+                       matched_targets(repeated.gt_inds, 2))
     assert torch.equal(plain.labels, repeated.labels)
     # The costs are computed for the 2 distinct persons only.
     label_shapes = []
@@ -188,10 +193,93 @@ def test_repeated_targets_equal_tiled_hungarian(num_query, num_gts,
         torch.from_numpy(cost), num_repeats)
     assert len(rows) == min(num_query, num_repeats * num_gts)
     assert len(set(rows)) == len(rows) and len(set(cols)) == len(cols)
-    assert list(zip(rows, cols)) == list(zip(plain_rows, plain_cols))
-    total = cost[rows, cols % max(num_gts, 1)].sum()
+    assert rows.tolist() == plain_rows.tolist()
+    num_targets = max(num_gts, 1)
+    assert (cols % num_targets).tolist() == (plain_cols % num_targets).tolist()
+    total = cost[rows, cols % num_targets].sum()
     assert total == pytest.approx(tiled_cost[plain_rows, plain_cols].sum())
     num_cols = num_repeats * num_gts
     if 0 < math.perm(max(num_query, num_cols), min(num_query,
                                                    num_cols)) <= 1000:
         assert total == pytest.approx(brute_force_min_cost(tiled_cost))
+
+
+def clustered_costs(num_query, num_gts, seed):
+    """Costs [Q, G] as matching makes them: each query near one target."""
+    rng = np.random.default_rng(seed)
+    targets = rng.random((num_gts, 2))
+    queries = rng.random((num_query, 2)) * 0.2 + targets[rng.integers(
+        num_gts, size=num_query)] - 0.1
+    return np.abs(queries[:, None] - targets[None]).sum(-1)
+
+
+@pytest.mark.parametrize('num_query,num_gts,num_repeats,decimals',
+                         [(300, 5, 6, None), (1500, 8, 6, None),
+                          (900, 10, 5, None), (200, 6, 6, 1), (60, 3, 4, 0)])
+def test_matching_on_candidate_queries_is_optimal(num_query, num_gts,
+                                                  num_repeats, decimals):
+    """Large problems: the Hungarian algorithm sees only the candidate
+    queries and still finds the tiled matrix's optimum (the same matching
+    unless costs tie: rounding to ``decimals`` makes ties on purpose)."""
+    cost = clustered_costs(num_query, num_gts, num_query + num_gts)
+    if decimals is not None:
+        cost = cost.round(decimals)
+    num_matched = num_repeats * num_gts
+    queries = candidate_queries(cost, num_repeats)
+    assert num_matched <= len(queries) < num_query
+    tiled_cost = np.tile(cost, (1, num_repeats))
+    plain_rows, plain_cols = linear_sum_assignment(tiled_cost)
+
+    rows, cols = match_with_repeated_targets(cost, num_repeats)
+    assert len(rows) == len(set(cols)) == num_matched
+    assert set(rows) <= set(queries)
+    assert tiled_cost[rows, cols].sum() == pytest.approx(
+        tiled_cost[plain_rows, plain_cols].sum(), abs=1e-9)
+    if decimals is None:
+        assert rows.tolist() == plain_rows.tolist()
+        assert (cols % num_gts).tolist() == (plain_cols % num_gts).tolist()
+
+
+def test_candidate_queries_by_hand():
+    # Two targets, K = 2 (n = 4). Target 0's cheapest: q0 q1 q2 q3; target
+    # 1's: q3 q4 q5 q6 (q3 is shared). Target 0 has 2 unshared queries by
+    # q1, target 1 by q5 (q3 shared, q4 and q5 not).
+    cost = np.array([[0., 9.], [1., 9.], [2., 9.], [3., 0.], [9., 1.],
+                     [9., 2.], [9., 3.], [9., 9.]])
+    assert candidate_queries(cost, 2).tolist() == [0, 1, 3, 4, 5]
+    # All four of target 0's cheapest queries are shared: it needs all n.
+    cost = np.array([[0., 0.], [1., 1.], [2., 2.], [3., 3.], [9., 9.]])
+    assert candidate_queries(cost, 2).tolist() == [0, 1, 2, 3]
+
+
+def test_matching_on_candidate_queries_random_problems():
+    """Many small problems, spread, clustered and tied: always an optimum
+    of the tiled matrix; the same matching when no cost ties."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        num_repeats = int(rng.integers(2, 7))
+        num_gts = int(rng.integers(1, 8))
+        num_query = num_repeats * num_gts + int(rng.integers(1, 60))
+        kind = trial % 3
+        if kind == 1:
+            cost = clustered_costs(num_query, num_gts, trial)
+        else:
+            cost = rng.normal(size=(num_query, num_gts))
+            if kind == 2:
+                cost = cost.round(1)
+        tiled_cost = np.tile(cost, (1, num_repeats))
+        plain = linear_sum_assignment(tiled_cost)
+        rows, cols = match_with_repeated_targets(cost, num_repeats)
+        assert tiled_cost[rows, cols].sum() == pytest.approx(
+            tiled_cost[plain].sum(), abs=1e-9)
+        if kind != 2:
+            assert rows.tolist() == plain[0].tolist()
+            assert (cols % num_gts).tolist() == (plain[1] % num_gts).tolist()
+
+
+@pytest.mark.parametrize('num_repeats', [1, 3])
+def test_matching_refuses_non_finite_costs(num_repeats):
+    cost = np.random.default_rng(0).normal(size=(40, 2))
+    cost[7, 1] = np.nan
+    with pytest.raises(ValueError, match='not all finite'):
+        match_with_repeated_targets(cost, num_repeats)

@@ -102,8 +102,11 @@ model = dict(
     train_cfg=dict(
         assigner=dict(
             type='opera.HungarianAssigner',
-            cls_cost=dict(type='FocalLossCost', weight=2.0),
-            reg_cost=dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-            iou_cost=dict(type='IoUCost', iou_mode='giou', weight=2.0))),
+            # opera's costs are mmdet's, computed faster (target-major).
+            cls_cost=dict(type='opera.FocalLossCost', weight=2.0),
+            reg_cost=dict(
+                type='opera.BBoxL1Cost', weight=5.0, box_format='xywh'),
+            iou_cost=dict(
+                type='opera.IoUCost', iou_mode='giou', weight=2.0))),
     # Top-100 of (queries x classes) sigmoid scores, no NMS.
     test_cfg=dict(max_per_img=100))

@@ -128,7 +128,7 @@ model = dict(
     train_cfg=dict(
         assigner=dict(
             type='opera.PoseHungarianAssigner',
-            cls_cost=dict(type='mmdet.FocalLossCost', weight=2.0),
+            cls_cost=dict(type='opera.FocalLossCost', weight=2.0),
             kpt_cost=dict(type='opera.KptL1Cost', weight=70.0),
             oks_cost=dict(
                 type='opera.OksCost', num_keypoints=num_keypoints,

@@ -2,10 +2,12 @@ from .builder import (BBOX_ASSIGNERS, MATCH_COST, build_assigner,
                       build_match_cost)
 from .assigners import (HungarianAssigner, PoseHungarianAssigner,
                         RepeatedTargetsAssigner, match_with_repeated_targets)
-from .match_costs import KptL1Cost, OksCost
+from .match_costs import (BBoxL1Cost, FocalLossCost, IoUCost, KptL1Cost,
+                          OksCost, pairwise_overlaps)
 
 __all__ = [
     'BBOX_ASSIGNERS', 'MATCH_COST', 'build_assigner', 'build_match_cost',
     'HungarianAssigner', 'PoseHungarianAssigner', 'RepeatedTargetsAssigner',
-    'match_with_repeated_targets', 'KptL1Cost', 'OksCost'
+    'match_with_repeated_targets', 'BBoxL1Cost', 'FocalLossCost', 'IoUCost',
+    'KptL1Cost', 'OksCost', 'pairwise_overlaps'
 ]

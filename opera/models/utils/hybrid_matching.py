@@ -157,8 +157,9 @@ class HybridQueryGroups:
         The head's target code stays unchanged and gets the tiled targets
         (:meth:`tile_targets`); only the assignment is computed once per
         distinct target and with repeated cost columns (see
-        ``opera.core.bbox.assigners.repeated_targets``), with the same
-        result as matching the tiled targets directly.
+        ``opera.core.bbox.assigners.repeated_targets``): every query gets
+        the target that matching the tiled targets directly gives it
+        (unless costs tie exactly; the matching is optimal either way).
         """
         assigner = head.assigner
         head.assigner = RepeatedTargetsAssigner(assigner, self.k_one2many)

@@ -3,7 +3,6 @@ import torch
 from mmdet.core import bbox_cxcywh_to_xyxy
 from mmdet.core.bbox.assigners import \
     HungarianAssigner as MMDetHungarianAssigner
-from mmdet.core.bbox.match_costs import FocalLossCost
 
 from ..builder import BBOX_ASSIGNERS
 from .repeated_targets import assign_by_cost, untile
@@ -36,16 +35,7 @@ class HungarianAssigner(MMDetHungarianAssigner):
         """
         img_h, img_w = img_meta['img_shape'][:2]
         factor = gt_bboxes.new_tensor([img_w, img_h, img_w, img_h])
-        if (isinstance(self.cls_cost, FocalLossCost)
-                and not self.cls_cost.binary_input):
-            # The focal cost is element-wise per class: scoring only the G
-            # ground-truth classes gives the same [Q, G] costs as scoring
-            # all C and picking those columns, for G / C of the work.
-            cls_cost = self.cls_cost(
-                cls_pred[:, gt_labels],
-                torch.arange(gt_labels.numel(), device=gt_labels.device))
-        else:
-            cls_cost = self.cls_cost(cls_pred, gt_labels)
+        cls_cost = self.cls_cost(cls_pred, gt_labels)
         reg_cost = self.reg_cost(bbox_pred, gt_bboxes / factor)
         iou_cost = self.iou_cost(
             bbox_cxcywh_to_xyxy(bbox_pred) * factor, gt_bboxes)

@@ -26,7 +26,7 @@ class PoseHungarianAssigner(BaseAssigner):
     """
 
     def __init__(self,
-                 cls_cost=dict(type='mmdet.FocalLossCost', weight=2.0),
+                 cls_cost=dict(type='opera.FocalLossCost', weight=2.0),
                  kpt_cost=dict(type='opera.KptL1Cost', weight=70.0),
                  oks_cost=dict(type='opera.OksCost', weight=7.0)):
         self.cls_cost = build_match_cost(cls_cost)

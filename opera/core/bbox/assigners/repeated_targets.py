@@ -5,8 +5,12 @@ image's ground truth tiled K times (``t.repeat(K, ...)``: copy ``c`` of
 target ``j`` is row ``c * G + j``). The copies are identical, so the cost
 matrix of the tiled targets is the untiled one [Q, G] with its columns
 repeated K times: the costs are computed once per distinct target and only
-the Hungarian algorithm sees all K * G columns. The matching is the one the
-tiled cost matrix gives, column for column.
+the Hungarian algorithm sees all K * G columns, and only on the queries that
+can be in an optimal matching (see :func:`candidate_queries`). The result is
+an optimal matching of the tiled cost matrix: where that optimum is unique up
+to the copies (it is unless costs tie exactly), each query gets the same
+target as from the tiled matrix; which copy of it may differ, and the copies
+are the same box or person, so the training targets are identical.
 
 Assigners that support this expose ``assign_repeated(..., num_repeats)``
 with the arguments of their ``assign``; :class:`RepeatedTargetsAssigner`
@@ -38,14 +42,55 @@ def untile(targets, num_repeats):
     return targets[:num_targets // num_repeats]
 
 
+def candidate_queries(cost, num_repeats):
+    """Queries that hold an optimal matching of K copies of every target.
+
+    Two exchange arguments bound the queries a minimum-cost matching of the
+    tiled matrix (n = K * G columns, n < Q) needs:
+
+    1. Each column can use one of its target's n cheapest queries: the other
+       n - 1 columns hold at most n - 1 of them, so one is free, and moving
+       the column there does not raise the cost. Call a query *shared* when
+       it is among the n cheapest of more than one target.
+    2. Then only target j's copies sit on queries that are among j's n
+       cheapest and not shared, so once j's cheapest queries (in order of
+       cost) include K unshared ones, all K copies of j fit there, moving
+       each to a free one no dearer.
+
+    Target j therefore needs its queries up to its K-th unshared one (all n
+    if it has fewer than K). With few, well separated targets that is a
+    little over K each, instead of Q.
+
+    Args:
+        cost (np.ndarray): Untiled cost matrix, shape [Q, G].
+        num_repeats (int): K, copies of each target; K * G < Q.
+
+    Returns:
+        np.ndarray: Ascending query indices.
+    """
+    num_query, num_gts = cost.shape
+    num_matched = num_repeats * num_gts
+    # torch's sorted top-k is quicker here than numpy's argpartition + sort.
+    cheapest = torch.from_numpy(cost).t().topk(
+        num_matched, dim=1, largest=False).indices.numpy()  # [G, n]
+    shared = np.bincount(cheapest.ravel(), minlength=num_query) > 1
+    num_unshared = np.cumsum(~shared[cheapest], axis=1)  # [G, n]
+    needed = np.where(num_unshared[:, -1] >= num_repeats,
+                      np.argmax(num_unshared >= num_repeats, axis=1) + 1,
+                      num_matched)  # [G]
+    is_needed = np.arange(num_matched) < needed[:, None]
+    is_candidate = np.zeros(num_query, dtype=bool)
+    is_candidate[cheapest[is_needed]] = True
+    return np.flatnonzero(is_candidate)
+
+
 def match_with_repeated_targets(cost, num_repeats):
     """Hungarian matching against every target repeated ``num_repeats`` times.
 
-    Gives the result of ``linear_sum_assignment`` on the cost matrix of the
-    targets tiled ``num_repeats`` times (copy ``c`` of target ``j`` is
-    column ``c * G + j``), but builds that matrix by repeating the columns of
-    the untiled one, so the costs are computed once instead of
-    ``num_repeats`` times.
+    An optimal matching of the cost matrix of the targets tiled
+    ``num_repeats`` times (copy ``c`` of target ``j`` is column
+    ``c * G + j``), built by repeating the columns of the untiled matrix and
+    solved on the :func:`candidate_queries` only.
 
     Args:
         cost (Tensor | np.ndarray): Untiled cost matrix, shape [Q, G].
@@ -57,7 +102,19 @@ def match_with_repeated_targets(cost, num_repeats):
     """
     if isinstance(cost, torch.Tensor):
         cost = cost.detach().cpu().numpy()
-    return linear_sum_assignment(np.tile(cost, (1, num_repeats)))
+    if not np.isfinite(cost).all():
+        raise ValueError(
+            'the matching costs are not all finite: the predictions hold NaN '
+            'or inf (training diverged, or the input is broken)')
+    num_query, num_gts = cost.shape
+    num_matched = num_repeats * num_gts
+    # One copy of few targets is already a small problem.
+    if num_repeats == 1 or not 0 < num_matched < num_query:
+        return linear_sum_assignment(np.tile(cost, (1, num_repeats)))
+    queries = candidate_queries(cost, num_repeats)
+    rows, cols = linear_sum_assignment(
+        np.tile(cost[queries], (1, num_repeats)))
+    return queries[rows], cols
 
 
 def assign_by_cost(cost, gt_labels, num_repeats, num_query, device):
