@@ -53,6 +53,18 @@ def test_misspelt_model_key_is_named(task, override, name):
     assert f"unexpected keyword argument '{name}'" in str(error.value)
 
 
+@pytest.mark.parametrize('task', ['detection', 'pose'])
+@pytest.mark.parametrize('override, name', [
+    ({'model.test_cfg.max_per_image': 10}, 'test_cfg has unknown key'),
+    ({'model.train_cfg.asigner': {}}, 'train_cfg has unknown key'),
+])
+def test_misspelt_train_or_test_cfg_key_is_named(task, override, name):
+    with pytest.raises(TypeError) as error:
+        build_detector(tiny_model_cfg(task, override))
+    misspelt = next(iter(override)).split('.')[-1]
+    assert f'{name}(s) {misspelt}' in str(error.value)
+
+
 @pytest.mark.parametrize('task, override, name', [
     ('detection', {'model.type': 'DeformableDETRR'}, 'DeformableDETRR'),
     ('detection', {'model.backbone.type': 'ResNetX'}, 'ResNetX'),

@@ -11,7 +11,8 @@ from mmcv.runner import force_fp32
 from mmdet.models.dense_heads import DeformableDETRHead
 
 from ..builder import HEADS
-from ..utils.arguments import reject_unknown_arguments
+from ..utils.arguments import (reject_unknown_arguments,
+                               reject_unknown_cfg_keys)
 from ..utils.hybrid_matching import HybridQueryGroups
 from ..utils.padding import masks_and_positions
 from ..utils.transformer import refine_reference
@@ -40,6 +41,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                  split_self_attn=True,
                  **kwargs):
         reject_unknown_arguments(type(self), kwargs)
+        reject_unknown_cfg_keys(kwargs.get('train_cfg'),
+                                kwargs.get('test_cfg'))
         # _init_layers (called by the parent) sizes the query embedding.
         self.hybrid = HybridQueryGroups(num_query, num_query_one2many,
                                         k_one2many, lambda_one2many,

@@ -16,6 +16,7 @@ from mmcv.runner import BaseModule, force_fp32
 
 from opera.core.bbox import build_assigner
 from ..builder import HEADS, build_model
+from ..utils.arguments import reject_unknown_cfg_keys
 from ..utils.builder import TRANSFORMER
 from ..utils.hybrid_matching import HybridQueryGroups
 from ..utils.padding import masks_and_positions
@@ -108,6 +109,7 @@ class PETRHead(PETRLossMixin, BaseModule):
                  test_cfg=dict(max_per_img=100),
                  init_cfg=None):
         super().__init__(init_cfg)
+        reject_unknown_cfg_keys(train_cfg, test_cfg)
         self.hybrid = HybridQueryGroups(num_query, num_query_one2many,
                                         k_one2many, lambda_one2many,
                                         split_self_attn)

@@ -2,9 +2,10 @@
 
 A cost matrix [Q, G] pairs many queries (300 to 1500) with few targets. These
 costs compute it as [G, Q], each operation over the Q queries of a target
-(contiguous), and return the transposed view: the values are mmdet's, and
-they take a fraction of the time of mmdet's [Q, G] forms, whose gathers of
-class columns and [Q, G, 2] broadcasts are slow on a CPU.
+(contiguous), and return the transposed view. The values are mmdet's (bit
+for bit for L1 and IoU, to float rounding for the focal cost), in a fraction
+of the time of mmdet's [Q, G] forms, whose gathers of class columns and
+[Q, G, 2] broadcasts are slow on a CPU.
 """
 import torch
 from mmdet.core import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
