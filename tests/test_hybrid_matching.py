@@ -1,12 +1,11 @@
 """Hybrid matching: the mechanism itself and its use by the detection head."""
 import pytest
 import torch
-from mmcv import Config
 
 from conftest import REPO_ROOT, detection_inputs
+from test_petr import build_tiny
 
 import opera  # noqa: F401
-from opera.models import build_detector
 from opera.models.utils import HybridQueryGroups, QueryGroupMask
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -72,11 +71,7 @@ def test_invalid_groups_are_rejected(bad):
 
 @pytest.fixture(scope='module')
 def hybrid_model():
-    cfg = Config.fromfile(TINY_HYBRID)
-    torch.manual_seed(0)
-    model = build_detector(cfg.model)
-    model.init_weights()
-    return model
+    return build_tiny(TINY_HYBRID)
 
 
 def head_outputs(model, inputs):

@@ -13,6 +13,7 @@ from mmcv.cnn.bricks.transformer import \
     MultiheadAttention as MMCVMultiheadAttention
 
 from conftest import REPO_ROOT, detection_inputs, pose_inputs
+from test_petr import build_tiny
 
 import opera  # noqa: F401
 from opera.models import build_detector
@@ -85,15 +86,6 @@ def test_group_mask_is_for_self_attention_only():
                   attn_mask=QueryGroupMask((2, 3)))
 
 
-def build(path, seed=0, **head_options):
-    cfg = Config.fromfile(path)
-    cfg.model.bbox_head.update(head_options)
-    torch.manual_seed(seed)
-    model = build_detector(cfg.model)
-    model.init_weights()
-    return model
-
-
 def train_outputs(model, inputs):
     """Head outputs of all query groups (the tiny configs have no dropout)."""
     for meta in inputs['img_metas']:
@@ -105,8 +97,9 @@ def train_outputs(model, inputs):
 
 def test_detection_decoder_split_equals_masked():
     inputs = detection_inputs([(96, 128), (64, 96)])
-    split = train_outputs(build(TINY_HYBRID), inputs)
-    masked = train_outputs(build(TINY_HYBRID, split_self_attn=False), inputs)
+    split = train_outputs(build_tiny(TINY_HYBRID), inputs)
+    masked = train_outputs(
+        build_tiny(TINY_HYBRID, split_self_attn=False), inputs)
     assert split[0].shape[2] == 60  # 20 one-to-one + 40 one-to-many
     for ours, theirs in zip(split, masked):
         torch.testing.assert_close(ours, theirs)
@@ -114,8 +107,9 @@ def test_detection_decoder_split_equals_masked():
 
 def test_pose_decoder_split_equals_masked():
     inputs = pose_inputs([(128, 128), (128, 96)])
-    split = train_outputs(build(TINY_H_PETR), inputs)
-    masked = train_outputs(build(TINY_H_PETR, split_self_attn=False), inputs)
+    split = train_outputs(build_tiny(TINY_H_PETR), inputs)
+    masked = train_outputs(
+        build_tiny(TINY_H_PETR, split_self_attn=False), inputs)
     assert split['poses'].shape[2] == 30  # 10 one-to-one + 20 one-to-many
     for name in ('states', 'cls_scores', 'poses', 'hm_logits'):
         torch.testing.assert_close(split[name], masked[name])
@@ -133,7 +127,7 @@ def test_split_form_needs_the_group_attention_in_the_config():
 
 
 def test_pose_eval_runs_no_training_only_branch():
-    model = build(TINY_H_PETR)
+    model = build_tiny(TINY_H_PETR)
     transformer = model.bbox_head.transformer
     calls = []
     for name in ('hm_encoder', 'encoder'):

@@ -178,6 +178,28 @@ def brute_force_min_cost(cost):
                for cols in itertools.permutations(range(num_cols), num_rows))
 
 
+def match_against_tiled(cost, num_repeats, same_matching):
+    """``match_with_repeated_targets`` checked against the Hungarian
+    algorithm on the tiled matrix: the same total cost, and with
+    ``same_matching`` the same queries matched to the same targets.
+
+    Returns:
+        tuple: Its rows and tiled columns, and the tiled cost matrix.
+    """
+    num_targets = max(cost.shape[1], 1)
+    tiled_cost = np.tile(cost, (1, num_repeats))
+    plain_rows, plain_cols = linear_sum_assignment(tiled_cost)
+    rows, cols = match_with_repeated_targets(
+        torch.from_numpy(cost), num_repeats)
+    assert tiled_cost[rows, cols].sum() == pytest.approx(
+        tiled_cost[plain_rows, plain_cols].sum(), abs=1e-9)
+    if same_matching:
+        assert rows.tolist() == plain_rows.tolist()
+        assert (cols % num_targets).tolist() == (plain_cols %
+                                                 num_targets).tolist()
+    return rows, cols, tiled_cost
+
+
 @pytest.mark.parametrize('num_query,num_gts,num_repeats',
                          [(10, 3, 2), (7, 3, 3), (5, 4, 3), (20, 1, 5),
                           (2, 3, 4), (3, 2, 3), (4, 2, 2), (4, 0, 3),
@@ -186,18 +208,10 @@ def test_repeated_targets_equal_tiled_hungarian(num_query, num_gts,
                                                 num_repeats):
     rng = np.random.default_rng(num_query * 100 + num_gts * 10 + num_repeats)
     cost = rng.normal(size=(num_query, num_gts))
-    tiled_cost = np.concatenate([cost] * num_repeats, axis=1)
-    plain_rows, plain_cols = linear_sum_assignment(tiled_cost)
-
-    rows, cols = match_with_repeated_targets(
-        torch.from_numpy(cost), num_repeats)
+    rows, cols, tiled_cost = match_against_tiled(cost, num_repeats, True)
     assert len(rows) == min(num_query, num_repeats * num_gts)
     assert len(set(rows)) == len(rows) and len(set(cols)) == len(cols)
-    assert rows.tolist() == plain_rows.tolist()
-    num_targets = max(num_gts, 1)
-    assert (cols % num_targets).tolist() == (plain_cols % num_targets).tolist()
-    total = cost[rows, cols % num_targets].sum()
-    assert total == pytest.approx(tiled_cost[plain_rows, plain_cols].sum())
+    total = tiled_cost[rows, cols].sum()
     num_cols = num_repeats * num_gts
     if 0 < math.perm(max(num_query, num_cols), min(num_query,
                                                    num_cols)) <= 1000:
@@ -227,17 +241,9 @@ def test_matching_on_candidate_queries_is_optimal(num_query, num_gts,
     num_matched = num_repeats * num_gts
     queries = candidate_queries(cost, num_repeats)
     assert num_matched <= len(queries) < num_query
-    tiled_cost = np.tile(cost, (1, num_repeats))
-    plain_rows, plain_cols = linear_sum_assignment(tiled_cost)
-
-    rows, cols = match_with_repeated_targets(cost, num_repeats)
+    rows, cols, _ = match_against_tiled(cost, num_repeats, decimals is None)
     assert len(rows) == len(set(cols)) == num_matched
     assert set(rows) <= set(queries)
-    assert tiled_cost[rows, cols].sum() == pytest.approx(
-        tiled_cost[plain_rows, plain_cols].sum(), abs=1e-9)
-    if decimals is None:
-        assert rows.tolist() == plain_rows.tolist()
-        assert (cols % num_gts).tolist() == (plain_cols % num_gts).tolist()
 
 
 def test_candidate_queries_by_hand():
@@ -267,14 +273,7 @@ def test_matching_on_candidate_queries_random_problems():
             cost = rng.normal(size=(num_query, num_gts))
             if kind == 2:
                 cost = cost.round(1)
-        tiled_cost = np.tile(cost, (1, num_repeats))
-        plain = linear_sum_assignment(tiled_cost)
-        rows, cols = match_with_repeated_targets(cost, num_repeats)
-        assert tiled_cost[rows, cols].sum() == pytest.approx(
-            tiled_cost[plain].sum(), abs=1e-9)
-        if kind != 2:
-            assert rows.tolist() == plain[0].tolist()
-            assert (cols % num_gts).tolist() == (plain[1] % num_gts).tolist()
+        match_against_tiled(cost, num_repeats, kind != 2)
 
 
 @pytest.mark.parametrize('num_repeats', [1, 3])

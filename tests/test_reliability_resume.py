@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import subset_annotations
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / 'demo' / 'data' / 'coco_sample'
 NUM_IMAGES = 4
@@ -58,15 +60,11 @@ log_config = dict(interval=1)
 def config(tmp_path_factory):
     """The tiny detection config on 4 sample images."""
     folder = tmp_path_factory.mktemp('resume_config')
-    with open(SAMPLE / 'annotations' / 'instances_sample.json') as f:
-        coco = json.load(f)
-    keep = {image['id'] for image in coco['images'][:NUM_IMAGES]}
-    coco['images'] = [im for im in coco['images'] if im['id'] in keep]
-    coco['annotations'] = [
-        a for a in coco['annotations'] if a['image_id'] in keep
-    ]
-    ann_file = folder / 'ann.json'
-    ann_file.write_text(json.dumps(coco))
+    full_ann = SAMPLE / 'annotations' / 'instances_sample.json'
+    with open(full_ann) as f:
+        images = json.load(f)['images'][:NUM_IMAGES]
+    ann_file = subset_annotations(full_ann, {image['id'] for image in images},
+                                  folder / 'ann.json')
     path = folder / 'tiny_resume.py'
     path.write_text(
         CONFIG.format(

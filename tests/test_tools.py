@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from mmcv import Config
 
-from conftest import run_in_repo
+from conftest import run_in_repo, subset_annotations
 
 from opera.utils import check_data_paths, load_config, replace_data_root
 
@@ -77,15 +77,8 @@ def subset_ann(tmp_path_factory):
         ann['image_id']
         for ann in coco['annotations'] if not ann.get('iscrowd', 0)
     })
-    keep = set(with_boxes[:NUM_IMAGES])
-    subset = dict(
-        coco,
-        images=[img for img in coco['images'] if img['id'] in keep],
-        annotations=[
-            ann for ann in coco['annotations'] if ann['image_id'] in keep
-        ])
     path = tmp_path_factory.mktemp('ann') / 'subset.json'
-    path.write_text(json.dumps(subset))
+    subset_annotations(COCO_ANN, set(with_boxes[:NUM_IMAGES]), path)
     return path
 
 
