@@ -159,5 +159,7 @@ def _report_key_mismatch(filename, missing, unexpected, logger, strict):
                      f'{", ".join(unexpected)}')
     message = '\n  '.join(lines)
     if strict:
-        raise ValueError(message)
+        raise ValueError(
+            f'{message}\n  (to load it partially anyway: strict=False, or '
+            '--non-strict for tools/test.py and demo/image_demo.py)')
     print_log(message, logger, level=logging.WARNING)

@@ -6,9 +6,9 @@ applies ``cfg.data.test.pipeline`` and works with opera's detectors too.
 import copy
 
 import mmcv
-from mmcv.runner import load_checkpoint
 from mmdet.datasets import DATASETS
 
+from mmcv_custom.checkpoint import load_checkpoint_checked
 from opera.models import build_detector
 from opera.utils import load_config
 
@@ -29,7 +29,11 @@ def _class_names(cfg, checkpoint_meta):
     return DATASETS.get(test_cfg.type).CLASSES
 
 
-def init_model(config, checkpoint=None, device='cpu', cfg_options=None):
+def init_model(config,
+               checkpoint=None,
+               device='cpu',
+               cfg_options=None,
+               strict=True):
     """Build a detector in eval mode, load its weights and class names.
 
     Args:
@@ -39,6 +43,10 @@ def init_model(config, checkpoint=None, device='cpu', cfg_options=None):
             pretrained backbone).
         device (str): 'cpu', 'cuda' or 'cuda:N'.
         cfg_options (dict, optional): ``--cfg-options`` overrides.
+        strict (bool): Checkpoint keys missing from the model or unexpected
+            by it are errors (False: listed in a warning, and the missing
+            weights keep their initial values). A weight of another shape
+            is always an error.
 
     Returns:
         nn.Module: The model, with ``CLASSES`` and its config as ``cfg``
@@ -59,8 +67,9 @@ def init_model(config, checkpoint=None, device='cpu', cfg_options=None):
         # Some parameters are only allocated until init_weights fills them.
         model.init_weights()
     else:
-        meta = load_checkpoint(
-            model, checkpoint, map_location='cpu').get('meta', {})
+        meta = load_checkpoint_checked(
+            model, checkpoint, map_location='cpu',
+            strict=strict).get('meta', {})
     model.CLASSES = _class_names(cfg, meta)
     model.cfg = cfg
     return model.to(device).eval()

@@ -5,7 +5,7 @@ is wrapped: mmdet's ``build_ddp`` only accepts CUDA, while ``wrap_model``
 also gives CPU processes (gloo) a working ``MMDistributedDataParallel``.
 """
 import torch
-from mmcv.parallel import MMDataParallel
+from mmcv.parallel import MMDataParallel, is_module_wrapper
 from mmcv.runner import (DistSamplerSeedHook, EpochBasedRunner,
                          Fp16OptimizerHook, OptimizerHook, build_runner)
 from mmdet.apis.train import auto_scale_lr
@@ -17,7 +17,9 @@ from mmdet.utils import compat_cfg, find_latest_checkpoint
 from mmcv_custom.checkpoint import load_checkpoint_checked
 from mmcv_custom.parallel import DeviceAgnosticDDP
 from opera.core.evaluation import DistEvalHook, EvalHook
+from opera.datasets.data_checks import examples
 from opera.utils import get_device, get_root_logger
+from opera.utils.dist import seed_sync_on_backend_device
 from opera.utils.trackers import tracker_log_config
 
 
@@ -72,6 +74,8 @@ def train_model(model,
     cfg.setdefault('gpu_ids', [0])
     logger = get_root_logger(log_level=cfg.log_level)
     datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
+    for train_dataset in datasets:
+        check_num_classes(model, train_dataset, 'training')
     data_loaders = [
         _build_train_loader(ds, cfg, distributed) for ds in datasets
     ]
@@ -94,8 +98,54 @@ def train_model(model,
     runner.run(data_loaders, cfg.workflow)
 
 
+def dataset_name(dataset):
+    """The annotation file(s) of a dataset, or its class name."""
+    inner = getattr(dataset, 'datasets', None) or [
+        getattr(dataset, 'dataset', dataset)
+    ]
+    files = [getattr(ds, 'ann_file', None) for ds in inner]
+    if all(files):
+        return ', '.join(map(str, files))
+    return type(dataset).__name__
+
+
+def check_num_classes(model, dataset, purpose):
+    """Raise if a head's ``num_classes`` is not the dataset's number of
+    classes (whatever the runner; mmdet's ``NumClassCheckHook`` only runs
+    with epoch-based runners).
+
+    Args:
+        model (nn.Module): The detector, possibly wrapped.
+        dataset (Dataset): With ``CLASSES``.
+        purpose (str): 'training' or 'validation', for the message.
+
+    Raises:
+        ValueError: Naming the module, both numbers and the dataset.
+    """
+    classes = getattr(dataset, 'CLASSES', None)
+    if classes is None:
+        return
+    if is_module_wrapper(model):
+        model = model.module
+    for name, module in model.named_modules():
+        num_classes = getattr(module, 'num_classes', None)
+        # An RPN head scores "object", one class whatever the dataset.
+        if (not isinstance(num_classes, int) or name.endswith('rpn_head')
+                or num_classes == len(classes)):
+            continue
+        raise ValueError(
+            f'model.{name}.num_classes is {num_classes}, but the {purpose} '
+            f'dataset ({dataset_name(dataset)}) has {len(classes)} classes '
+            f'({examples(classes)}): set model.{name}.num_classes='
+            f'{len(classes)}, or the classes of the dataset')
+
+
 def _build_train_loader(dataset, cfg, distributed):
     """Return the training data loader of one dataset."""
+    if len(dataset) == 0:
+        # mmdet's infinite sampler would loop forever looking for a batch.
+        raise ValueError(f'the training dataset ({dataset_name(dataset)}) '
+                         'is empty')
     loader_args = dict(
         samples_per_gpu=2,
         workers_per_gpu=2,
@@ -105,7 +155,9 @@ def _build_train_loader(dataset, cfg, distributed):
         runner_type=cfg.runner['type'],
         persistent_workers=False)
     loader_args.update(cfg.data.get('train_dataloader', {}))
-    return build_dataloader(dataset, **loader_args)
+    # mmdet's samplers for IterBasedRunner share their seed on CUDA only.
+    with seed_sync_on_backend_device():
+        return build_dataloader(dataset, **loader_args)
 
 
 def _optimizer_hook(cfg, distributed):
@@ -145,6 +197,7 @@ def _register_eval_hook(runner, cfg, distributed):
         # Batches of several images need padding and stacking.
         cfg.data.val.pipeline = replace_ImageToTensor(cfg.data.val.pipeline)
     val_dataset = build_dataset(cfg.data.val, dict(test_mode=True))
+    check_num_classes(runner.model, val_dataset, 'validation')
     if getattr(val_dataset, 'check_images', False):
         # Missing images stop the run now, not at the first evaluation.
         val_dataset.check_image_files()

@@ -11,12 +11,15 @@ from opera.utils import get_root_logger
 from .builder import DATASETS
 from .data_checks import (AnnotationError, ImageFileError, check_coco_dict,
                           check_image_file, examples, missing_files)
+from .pipelines import check_keypoint_pipeline
 
 # Errors pycocotools and mmdet raise on a malformed file, without naming it.
 LOADING_ERRORS = (AssertionError, AttributeError, KeyError, TypeError,
                   ValueError)
 DEGENERATE_BOX = ('degenerate box (narrower or lower than 1 pixel, zero '
                   'area, or outside the image)')
+# mmdet's _filter_imgs leaves smaller training images out.
+MIN_IMAGE_SIZE = 32
 
 
 @DATASETS.register_module()
@@ -35,15 +38,27 @@ class CocoDataset(MMDetCocoDataset):
       test-mode dataset may be built to evaluate saved results without its
       images; :meth:`check_image_files` checks it on request);
     - annotations that are skipped as mmdet does (degenerate boxes) and
-      images that are left out of training are counted in the log.
+      images that are left out of training are counted in the log;
+    - a dataset without images (none listed, or none left for training)
+      raises ``AnnotationError`` saying why;
+    - a pipeline that loads keypoints and then moves the image with a step
+      that does not move them raises
+      :class:`~opera.datasets.pipelines.KeypointPipelineError`.
 
-    When an item is loaded, a missing, truncated or undecodable image raises
-    ``ImageFileError`` naming the file (in a data-loader worker, the error
-    is re-raised in the main process with that message).
+    When an item is loaded, a missing, truncated or corrupt image (a JPEG is
+    decoded strictly, see :func:`~opera.datasets.data_checks.
+    check_image_file`) raises ``ImageFileError`` naming the file (in a
+    data-loader worker, the error is re-raised in the main process with that
+    message), or, in training with ``skip_corrupt_images``, is replaced by
+    another image and counted in the log.
 
     Args:
         check_images (bool): Check the image files as above (local files
             only).
+        skip_corrupt_images (bool): In training, skip an image file found
+            broken when loaded instead of stopping (a warning names it and
+            counts the files skipped so far by the process). Test-mode
+            datasets always stop: each image needs a result.
         *args, **kwargs: Those of mmdet's ``CocoDataset``.
     """
 
@@ -52,9 +67,19 @@ class CocoDataset(MMDetCocoDataset):
     # Skip reasons (see skip_reason) that are part of the recipe, logged as
     # information; the others are data problems, logged as warnings.
     EXPECTED_SKIPS = ()
+    # What evaluate() computes (mmdet's CocoDataset).
+    METRICS = ('bbox', 'segm', 'proposal', 'proposal_fast')
 
-    def __init__(self, *args, check_images=True, **kwargs):
+    def __init__(self,
+                 *args,
+                 check_images=True,
+                 skip_corrupt_images=False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.skip_corrupt_images = skip_corrupt_images and not self.test_mode
+        self._skipped_images = set()
+        self._check_not_empty()
+        check_keypoint_pipeline(self.pipeline, self.ann_file)
         backend = kwargs.get('file_client_args', {}).get('backend', 'disk')
         # Other backends (object stores) have no cheap existence check.
         self.check_images = check_images and backend == 'disk'
@@ -130,6 +155,28 @@ class CocoDataset(MMDetCocoDataset):
                 f'{len(self.coco.anns)} annotations skipped: {reason}; ids '
                 f'{examples(ann_ids)}')
 
+    def _check_not_empty(self):
+        """Raise AnnotationError when no image is left to train or test on
+        (a sampler would otherwise fail without naming the file, or an
+        iteration-based runner wait forever for a first batch)."""
+        if self.data_infos:
+            return
+        images = list(self.coco.imgs.values())
+        purpose = 'testing' if self.test_mode else 'training'
+        if not images:
+            raise AnnotationError(f'{self.ann_file}: "images" is empty: no '
+                                  f'image for {purpose}')
+        small = sum(
+            min(image['width'], image['height']) < MIN_IMAGE_SIZE
+            for image in images)
+        raise AnnotationError(
+            f'{self.ann_file}: none of its {len(images)} images can be used '
+            f'for training: {small} are smaller than {MIN_IMAGE_SIZE} pixels '
+            f'and {len(images) - small} have no usable annotation of the '
+            f'classes {examples(self.CLASSES)} (the skipped annotations are '
+            'counted in the log above); check the annotations and the '
+            '`classes` of the dataset config')
+
     def _log_left_out_images(self):
         """Log how many images training leaves out (mmdet's filter)."""
         left_out = len(self.coco.imgs) - len(self.data_infos)
@@ -137,7 +184,18 @@ class CocoDataset(MMDetCocoDataset):
             get_root_logger().info(
                 f'{self.ann_file}: {left_out} of {len(self.coco.imgs)} '
                 'images are not used for training (no usable annotation, '
-                'or smaller than 32 pixels)')
+                f'or smaller than {MIN_IMAGE_SIZE} pixels)')
+
+    def check_metrics(self, metrics):
+        """Raise KeyError if ``evaluate`` cannot compute one of ``metrics``
+        (str or list of str), naming it and the metrics it can."""
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        unknown = [name for name in names if name not in self.METRICS]
+        if unknown:
+            raise KeyError(
+                f'{type(self).__name__} ({self.ann_file}) cannot evaluate '
+                f'metric {", ".join(repr(name) for name in unknown)}: use '
+                f'{", ".join(self.METRICS)}')
 
     def image_path(self, img_info):
         """Local path of an image."""
@@ -156,9 +214,33 @@ class CocoDataset(MMDetCocoDataset):
                 f'{self.img_prefix!r}: {examples(missing)}')
 
     def prepare_train_img(self, idx):
-        """mmdet's, after checking that the image file is complete."""
-        self._check_image(idx)
+        """mmdet's, after checking that the image file is complete; None
+        (mmdet then draws another image) for a broken one that
+        ``skip_corrupt_images`` skips."""
+        try:
+            self._check_image(idx)
+        except ImageFileError as error:
+            if not self.skip_corrupt_images:
+                raise ImageFileError(
+                    f'{error}. To skip such images in training, set '
+                    'skip_corrupt_images=True in the dataset config'
+                ) from error
+            return self._skip_image(idx, error)
         return super().prepare_train_img(idx)
+
+    def _skip_image(self, idx, error):
+        """Log the first skip of image ``idx``; return None."""
+        if idx in self._skipped_images:
+            return None
+        self._skipped_images.add(idx)
+        if len(self._skipped_images) == len(self):
+            raise ImageFileError(f'{self.ann_file}: all {len(self)} images '
+                                 f'are broken, e.g. {error}')
+        get_root_logger().warning(
+            f'skipped: {error}; {len(self._skipped_images)} of {len(self)} '
+            'image files skipped so far by this process '
+            '(skip_corrupt_images=True)')
+        return None
 
     def prepare_test_img(self, idx):
         """mmdet's, after checking that the image file is complete."""

@@ -5,7 +5,7 @@ import os.path as osp
 from mmcv import Config
 
 DATA_ROOT_HINT = ('Set data_root to the folder that holds your data, e.g. '
-                  '--cfg-options data_root=../shared/data/coco_mini/')
+                  '--cfg-options data_root=/path/to/coco/')
 WRAPPED_DATASET_KEYS = ('dataset', 'datasets')
 PATH_KEYS = ('ann_file', 'img_prefix')
 

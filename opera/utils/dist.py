@@ -1,14 +1,19 @@
 """Process-group set-up for torchrun and slurm that also works without GPUs.
 
 mmcv's ``init_dist`` always selects a CUDA device, so it fails on CPU-only
-machines; here CPU runs fall back to the gloo backend instead.
+machines; here CPU runs fall back to the gloo backend instead. For the same
+reason mmdet's samplers for iteration-based runners need
+:func:`seed_sync_on_backend_device`.
 """
+import contextlib
+import functools
 import logging
 import os
 import subprocess
 
 import torch
 import torch.distributed as dist
+from mmdet.datasets.samplers import infinite_sampler
 
 from .logger import LOGGER_NAME
 
@@ -43,6 +48,34 @@ def init_dist(launcher, backend=None, port=None, **kwargs):
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     dist.init_process_group(backend=_choose_backend(backend), **kwargs)
+
+
+def backend_device():
+    """The device of the tensors this process group exchanges: 'cuda' for
+    nccl, 'cpu' otherwise (gloo)."""
+    if dist.is_available() and dist.is_initialized() and (
+            dist.get_backend() == 'nccl'):
+        return 'cuda'
+    return 'cpu'
+
+
+@contextlib.contextmanager
+def seed_sync_on_backend_device():
+    """Let mmdet's infinite samplers share their seed on this process
+    group's device.
+
+    Their constructors call mmdet's ``sync_random_seed`` with its default
+    device, 'cuda', which fails with "Found no NVIDIA driver" in CPU
+    (gloo) processes. Inside this context they get the function with the
+    backend's device; outside, mmdet is unchanged.
+    """
+    mmdet_sync = infinite_sampler.sync_random_seed
+    infinite_sampler.sync_random_seed = functools.partial(
+        mmdet_sync, device=backend_device())
+    try:
+        yield
+    finally:
+        infinite_sampler.sync_random_seed = mmdet_sync
 
 
 def _choose_backend(requested):

@@ -1,9 +1,11 @@
 """Data pipelines of opera, registered in ``opera.datasets.PIPELINES``."""
 from .formatting import DefaultFormatBundle
+from .keypoint_checks import KeypointPipelineError, check_keypoint_pipeline
 from .loading import LoadAnnotations
 from .transforms import RandomAffine, RandomCrop, RandomFlip, Resize
 
 __all__ = [
-    'DefaultFormatBundle', 'LoadAnnotations', 'RandomAffine', 'RandomCrop',
-    'RandomFlip', 'Resize'
+    'DefaultFormatBundle', 'KeypointPipelineError', 'LoadAnnotations',
+    'RandomAffine', 'RandomCrop', 'RandomFlip', 'Resize',
+    'check_keypoint_pipeline'
 ]

@@ -16,6 +16,8 @@ class DefaultFormatBundle(MMDetFormatBundle):
     """
 
     POSE_KEYS = ('gt_keypoints', 'gt_areas')
+    # Formats gt_keypoints (see keypoint_checks.py).
+    keypoint_aware = True
 
     def __call__(self, results):
         """Format ``results`` in place.

@@ -20,10 +20,18 @@ class LoadAnnotations(MMDetLoadAnnotations):
             ``with_label``, ...).
     """
 
+    # Registers what it loads in keypoint_fields (see keypoint_checks.py).
+    keypoint_aware = True
+
     def __init__(self, *args, with_keypoint=False, with_area=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.with_keypoint = with_keypoint
         self.with_area = with_area
+
+    @property
+    def loads_keypoints(self):
+        """bool: Whether later steps must move keypoints with the image."""
+        return self.with_keypoint
 
     @staticmethod
     def _load_field(results, key, ann_key, fields_key):

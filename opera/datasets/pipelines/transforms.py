@@ -73,6 +73,9 @@ class Resize(MMDetResize):
     ``override``, ...) are kept.
     """
 
+    # Moves gt_keypoints with the image (see keypoint_checks.py).
+    keypoint_aware = True
+
     def __call__(self, results):
         """Resize image, boxes, keypoints and areas.
 
@@ -108,6 +111,8 @@ class RandomFlip(MMDetRandomFlip):
             datasets set.
         *args, **kwargs: Those of mmdet's ``RandomFlip``.
     """
+
+    keypoint_aware = True
 
     def __init__(self, *args, flip_pairs=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -157,6 +162,8 @@ class RandomCrop(MMDetRandomCrop):
         *args, **kwargs: Those of mmdet's ``RandomCrop`` (``crop_size``,
             ``crop_type``, ``bbox_clip_border``).
     """
+
+    keypoint_aware = True
 
     def _crop_data(self, results, crop_size, allow_negative_crop):
         """Crop at a random offset.
@@ -214,6 +221,8 @@ class RandomAffine:
         skip_empty (bool): Return None (the dataset then draws another
             image) when no instance survives.
     """
+
+    keypoint_aware = True
 
     def __init__(self,
                  max_rotate_degree=30.0,

@@ -5,6 +5,19 @@ NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD,
          inspect.Parameter.KEYWORD_ONLY)
 
 
+def declared_arguments(cls):
+    """The argument names any ``__init__`` along the MRO of ``cls`` declares
+    (``self`` and ``*args`` / ``**kwargs`` excluded)."""
+    known = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is not None:
+            known.update(p.name
+                         for p in inspect.signature(init).parameters.values()
+                         if p.kind in NAMED and p.name != 'self')
+    return known
+
+
 def reject_unknown_arguments(cls, kwargs):
     """Raise if ``kwargs`` holds a name no ``__init__`` of ``cls`` declares.
 
@@ -15,14 +28,7 @@ def reject_unknown_arguments(cls, kwargs):
     Raises:
         TypeError: Naming every unknown argument.
     """
-    known = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get('__init__')
-        if init is not None:
-            known.update(p.name
-                         for p in inspect.signature(init).parameters.values()
-                         if p.kind in NAMED)
-    unknown = sorted(set(kwargs) - known)
+    unknown = sorted(set(kwargs) - declared_arguments(cls))
     if unknown:
         raise TypeError(f'{cls.__name__} got unknown argument(s) '
                         f'{", ".join(unknown)} (misspelt config keys?)')
