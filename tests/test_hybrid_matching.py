@@ -16,11 +16,12 @@ def test_self_attn_mask_blocks_groups_only():
     expected = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 1, 1, 1],
                              [1, 1, 0, 0, 0], [1, 1, 0, 0, 0],
                              [1, 1, 0, 0, 0]]).bool()
-    groups = HybridQueryGroups(2, 3, k_one2many=2)
+    groups = HybridQueryGroups.hybrid_branch(2, 3, k_one2many=2)
     mask = groups.self_attn_mask(5, torch.device('cpu'))
     assert isinstance(mask, QueryGroupMask) and mask.sizes == (2, 3)
     assert torch.equal(mask.dense(), expected)
-    masked_form = HybridQueryGroups(2, 3, k_one2many=2, split_self_attn=False)
+    masked_form = HybridQueryGroups.hybrid_branch(2, 3, k_one2many=2,
+                                                  split_self_attn=False)
     assert torch.equal(masked_form.self_attn_mask(5, torch.device('cpu')),
                        expected)
     # Only the one-to-one group runs at test time: nothing to block.
@@ -29,33 +30,43 @@ def test_self_attn_mask_blocks_groups_only():
     assert groups.num_active_queries(training=False) == 2
 
 
-def test_split_and_tile_targets():
-    groups = HybridQueryGroups(2, 4, k_one2many=3)
+def test_split_into_groups():
+    groups = HybridQueryGroups.hybrid_branch(2, 4, k_one2many=3)
     x = torch.arange(12).view(2, 6)
     one2one, one2many = groups.split(x, dim=1)
     assert one2one.tolist() == [[0, 1], [6, 7]]
     assert one2many.tolist() == [[2, 3, 4, 5], [8, 9, 10, 11]]
-    assert groups.split(x[:, :2], dim=1)[1] is None
-
-    boxes = torch.tensor([[0., 0., 1., 1.], [2., 2., 3., 3.]])
-    labels = torch.tensor([4, 7])
-    tiled_boxes, tiled_labels = groups.tile_targets([boxes, labels])
-    assert tiled_labels.tolist() == [4, 7, 4, 7, 4, 7]
-    assert torch.equal(tiled_boxes, torch.cat([boxes] * 3))
-    empty = groups.tile_targets([torch.zeros(0, 4)])[0]
-    assert empty.shape == (0, 4)
+    assert len(groups.split(x[:, :2], dim=1)) == 1
+    assert torch.equal(groups.test_part(x, dim=1), one2one)
 
 
-def test_combine_losses_scales_one2many_by_lambda():
-    groups = HybridQueryGroups(2, 4, lambda_one2many=0.5)
-    combined = groups.combine_losses(
-        dict(loss_cls=torch.tensor(1.0), d0_loss_cls=torch.tensor(2.0)),
-        dict(loss_cls=torch.tensor(4.0), d0_loss_cls=torch.tensor(8.0)))
-    assert {k: v.item() for k, v in combined.items()} == {
+def test_group_losses_scale_one2many_by_lambda():
+    """Each group's layer losses, named by layer and group, the one-to-many
+    ones times lambda; the one-to-many group is matched with K = 3."""
+    groups = HybridQueryGroups.hybrid_branch(
+        2, 4, k_one2many=3, lambda_one2many=0.5, num_layers=2)
+    calls = []
+
+    def layer_group_loss(predictions, num_repeats):
+        (scores, ) = predictions
+        calls.append((scores.shape[1], num_repeats))
+        # Layer 0 -> 2, layer 1 -> 1 for the one-to-one group; x4 for the
+        # one-to-many group (its scores are 4x larger below).
+        return dict(loss_cls=scores.sum() / scores.numel()), 3, None
+
+    scores = torch.ones(2, 1, 6)
+    scores[0] *= 2
+    scores[:, :, 2:] *= 4
+    losses, extras = groups.loss(layer_group_loss, scores)
+    assert calls == [(2, 1), (2, 1), (4, 3), (4, 3)]
+    assert extras == [None, None]
+    assert {k: v.item() for k, v in losses.items()} == {
+        'd0.loss_cls': 2.0,
         'loss_cls': 1.0,
-        'd0_loss_cls': 2.0,
+        'num_matched': 3.0,
+        'd0.loss_cls_one2many': 4.0,
         'loss_cls_one2many': 2.0,
-        'd0_loss_cls_one2many': 4.0
+        'num_matched_one2many': 3.0
     }
 
 
@@ -66,7 +77,7 @@ def test_combine_losses_scales_one2many_by_lambda():
 ])
 def test_invalid_groups_are_rejected(bad):
     with pytest.raises(ValueError):
-        HybridQueryGroups(**bad)
+        HybridQueryGroups.hybrid_branch(**bad)
 
 
 @pytest.fixture(scope='module')
@@ -177,7 +188,7 @@ def test_branch_losses_are_tiled_and_normalised_per_branch(hybrid_model):
     N and K. Normalising the tiled branch by N would multiply it by K.
     """
     head = hybrid_model.bbox_head
-    head.hybrid.lambda_one2many = 0.5
+    head.hybrid.groups[1].loss_weight = 0.5
     k, o2o, o2m, num_layers = 2, 20, 40, 2
     w, h = 128, 96
     gt = torch.tensor([[10., 10., 50., 40.], [60., 20., 100., 80.],
@@ -194,7 +205,7 @@ def test_branch_losses_are_tiled_and_normalised_per_branch(hybrid_model):
     try:
         losses = head.loss(logits, boxes, None, None, [gt], [labels], metas)
     finally:
-        head.hybrid.lambda_one2many = 1.0
+        head.hybrid.groups[1].loss_weight = 1.0
     torch.testing.assert_close(losses['loss_bbox'], torch.tensor(5 * 4 * e))
     torch.testing.assert_close(losses['loss_bbox_one2many'],
                                torch.tensor(0.5 * 5 * 4 * d))

@@ -21,14 +21,31 @@ REFERENCE_COUNTS = {
     'hdetr/h_deformable_detr_swin_large_two_stage_36ep.py': 218_060_128,
     'hdetr/h_deformable_detr_swin_large_two_stage_12ep_900queries.py':
     218_213_728,
+    # The Table 6 base (two-stage + refine, no tricks) has no learned query
+    # embedding: the tricks count less the 300 x 256 content queries of
+    # mixed query selection; its schemes add no parameters.
+    'hdetr/deformable_detr_r50_two_stage_12ep.py': 47_243_084,
+    'hdetr/deformable_detr_r50_two_stage_1800queries_12ep.py': 47_243_084,
+    'hdetr/hybrid_branch_deformable_detr_r50_two_stage_12ep.py': 47_243_084,
+    'hdetr/hybrid_epoch_deformable_detr_r50_two_stage_12ep.py': 47_243_084,
+    'hdetr/hybrid_epoch_deformable_detr_r50_two_stage_36ep.py': 47_243_084,
+    'hdetr/hybrid_layer_deformable_detr_r50_two_stage_12ep.py': 47_243_084,
+    'hdetr/group_detr_deformable_detr_r50_two_stage_12ep.py': 47_243_084,
     'petr/petr_r50_16x2_100e_coco.py': 43_356_193,
     'petr/h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 46_443_553,
+    # One group of the same 1200 queries (hybrid epoch / layer).
+    'petr/h_petr_r50_hybrid_epoch_8x1_100e_coco.py': 46_443_553,
+    'petr/h_petr_r50_hybrid_layer_8x1_100e_coco.py': 46_443_553,
     'petr/petr_r101_16x2_100e_coco.py': 62_296_097,
     # The reference R101 hybrid config keeps the refine decoder at FFN 1024.
     'petr/h_petr_r101_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 64_332_833,
     'petr/petr_swin-l-p4-w7-22kto1k_16x2_100e_coco.py': 213_712_437,
     'petr/h_petr_swin-l-p4-w7-22kto1k_8x1_100e_coco_t900_group5_ffn2x_dp0.py':
     216_799_797,
+    # Opera's CrowdPose Swin-L: the COCO Swin-L count with 14 keypoints,
+    # 6 pose-decoder and 3 refine-decoder layers (counted from the reference
+    # layout in tests/test_crowdpose_swin_l.py).
+    'petr/petr_swin-l-p4-w7-224-22kto1k_16x1_100e_crowdpose.py': 220_444_755,
 }
 
 

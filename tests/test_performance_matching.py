@@ -1,15 +1,15 @@
 """One-to-many matching from the untiled costs equals matching tiled targets.
 
-Both heads match their one-to-many queries against the ground truth tiled K
-times through ``RepeatedTargetsAssigner``: the costs are computed once per
-distinct target and the Hungarian algorithm sees repeated columns of the
-candidate queries only. These tests check that every query gets the same
-target as the plain way (the assigner's own ``assign`` on the tiled
-targets), and the losses are bit for bit the same, for the box assigner
-against mmdet's and for both heads end to end. Which copy of a target a
+Both heads match their one-to-many queries against the ground truth repeated
+K times by calling the assigner with the untiled targets and
+``num_repeats=K``: the costs are computed once per distinct target and the
+Hungarian algorithm sees repeated columns of the candidate queries only.
+These tests check that every query gets the same target as the plain way
+(the assigner's own matching of the tiled targets, K = 1), and the losses
+are bit for bit the same, for the box assigner against mmdet's and for both
+heads end to end. Which copy of a target a
 query gets may differ: the copies are the same box or person.
 """
-import contextlib
 import os.path as osp
 from unittest import mock
 
@@ -22,8 +22,7 @@ from conftest import (REPO_ROOT, detection_inputs, matched_targets,
                       pose_inputs)
 
 import opera  # noqa: F401
-from opera.core.bbox import (RepeatedTargetsAssigner, build_assigner,
-                             build_match_cost)
+from opera.core.bbox import build_assigner, build_match_cost
 from opera.models import build_detector
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -65,8 +64,8 @@ def test_box_assigner_repeated_equals_mmdet_on_tiled(num_query, num_gts,
     tiled = (boxes.repeat(num_repeats, 1), labels.repeat(num_repeats))
 
     plain = mmdet.assign(pred, logits, *tiled, IMG_META)
-    repeated = ours.assign_repeated(
-        pred, logits, *tiled, IMG_META, num_repeats=num_repeats)
+    repeated = ours.assign(
+        pred, logits, boxes, labels, IMG_META, num_repeats=num_repeats)
     assert repeated.num_gts == plain.num_gts == num_repeats * num_gts
     assert torch.equal(matched_targets(repeated.gt_inds, num_gts),
                        matched_targets(plain.gt_inds, num_gts))
@@ -112,59 +111,45 @@ def test_opera_box_costs_are_mmdets(num_query, num_gts, iou_mode):
 
 
 def test_repeated_matching_needs_an_assigner_that_supports_it():
-    mmdet = mmdet_build_assigner(dict(type='HungarianAssigner', **BOX_COSTS))
+    cfg = Config.fromfile(TINY_HYBRID)
+    cfg.model.train_cfg.assigner = dict(type='HungarianAssigner', **BOX_COSTS)
     with pytest.raises(TypeError, match='HungarianAssigner'):
-        RepeatedTargetsAssigner(mmdet, 6)
+        build_detector(cfg.model)
 
 
-def one2many_assignments(head, num_one2many, run_loss, plain):
+def one2many_assignments(head, run_loss, plain):
     """Losses and the target of every one-to-many query of every assigner call
     (:func:`conftest.matched_targets`).
 
-    ``plain``: the head's one-to-many matching is replaced by the
-    assigner's own ``assign`` on the tiled targets.
+    ``plain``: each call with ``num_repeats`` K > 1 is replaced by the
+    assigner's own matching of the targets tiled K times (K = 1).
     """
     assigner, records = head.assigner, []
-    num_repeats = head.hybrid.k_one2many
+    assign = assigner.assign
 
-    def spy(method, is_one2many):
+    def recorded(*args, num_repeats=1, **kwargs):
+        # Both assigners take (prediction, prediction, *targets, img_meta).
+        if plain and num_repeats > 1:
+            tiled = [
+                t.repeat(num_repeats, *[1] * (t.dim() - 1))
+                for t in args[2:-1]
+            ]
+            result = assign(*args[:2], *tiled, args[-1], **kwargs)
+        else:
+            result = assign(*args, num_repeats=num_repeats, **kwargs)
+        if num_repeats > 1:
+            records.append(
+                matched_targets(result.gt_inds, result.num_gts // num_repeats))
+        return result
 
-        def recorded(*args, **kwargs):
-            result = method(*args, **kwargs)
-            if is_one2many(args, kwargs):
-                records.append(
-                    matched_targets(result.gt_inds,
-                                    result.num_gts // num_repeats))
-            return result
-
-        return recorded
-
-    def plain_call(args, kwargs):
-        return plain and args[0].size(0) == num_one2many
-
-    def repeated_call(args, kwargs):
-        return kwargs.get('num_repeats', 1) > 1
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(
-            mock.patch.object(assigner, 'assign',
-                              spy(assigner.assign, plain_call)))
-        stack.enter_context(
-            mock.patch.object(assigner, 'assign_repeated',
-                              spy(assigner.assign_repeated, repeated_call)))
-        if plain:
-            stack.enter_context(
-                mock.patch.object(head.hybrid, 'one2many_matching',
-                                  lambda _: contextlib.nullcontext()))
+    with mock.patch.object(assigner, 'assign', recorded):
         losses = run_loss()
     return losses, records
 
 
-def check_same_matching(head, num_one2many, run_loss, num_calls):
-    losses, repeated = one2many_assignments(head, num_one2many, run_loss,
-                                            False)
-    plain_losses, plain = one2many_assignments(head, num_one2many, run_loss,
-                                               True)
+def check_same_matching(head, run_loss, num_calls):
+    losses, repeated = one2many_assignments(head, run_loss, False)
+    plain_losses, plain = one2many_assignments(head, run_loss, True)
     assert len(repeated) == len(plain) == num_calls
     for ours, theirs in zip(repeated, plain):
         assert torch.equal(ours, theirs)
@@ -189,7 +174,7 @@ def test_detection_head_one2many_matching_equals_tiled():
         return head.loss(cls, boxes, None, None, inputs['gt_bboxes'],
                          inputs['gt_labels'], inputs['img_metas'])
 
-    check_same_matching(head, one2many, run_loss, num_calls=num_layers * 2)
+    check_same_matching(head, run_loss, num_calls=num_layers * 2)
 
 
 def test_pose_head_one2many_matching_equals_tiled():
@@ -210,4 +195,4 @@ def test_pose_head_one2many_matching_equals_tiled():
                              inputs['img_metas'])
 
         num_layers = outputs['poses'].size(0)
-        check_same_matching(head, 20, run_loss, num_calls=num_layers * 2)
+        check_same_matching(head, run_loss, num_calls=num_layers * 2)

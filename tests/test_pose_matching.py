@@ -143,8 +143,8 @@ def test_assigner_tiled_persons_get_distinct_queries():
     tiled = (gt_labels.repeat(3), gt_keypoints.repeat(3, 1, 1),
              gt_areas.repeat(3))
     plain = assigner.assign(*args, *tiled, IMG_META)
-    repeated = assigner.assign_repeated(*args, *tiled, IMG_META,
-                                        num_repeats=3)
+    repeated = assigner.assign(*args, gt_labels, gt_keypoints, gt_areas,
+                               IMG_META, num_repeats=3)
     for result in (plain, repeated):
         assert result.num_gts == 6
         assert sorted(result.gt_inds[result.gt_inds > 0].tolist()) == list(
@@ -163,10 +163,9 @@ def test_assigner_tiled_persons_get_distinct_queries():
         return cost_matrix(*cost_args)
 
     assigner.cost_matrix = recorded_cost_matrix
-    assigner.assign_repeated(*args, *tiled, IMG_META, num_repeats=3)
+    assigner.assign(*args, gt_labels, gt_keypoints, gt_areas, IMG_META,
+                    num_repeats=3)
     assert label_shapes == [(2, )]
-    with pytest.raises(ValueError, match='not 4 copies'):
-        assigner.assign_repeated(*args, *tiled, IMG_META, num_repeats=4)
 
 
 def brute_force_min_cost(cost):

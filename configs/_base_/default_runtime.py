@@ -18,9 +18,12 @@ log_config = dict(
     wandb=False)
 # NonFiniteLossHook: stop at a NaN/inf loss, before the optimizer step
 # (priority HIGH runs it ahead of the optimizer hook's ABOVE_NORMAL).
+# QueryGroupScheduleHook: tells the head's query groups the epoch (for
+# schemes whose K changes with it, e.g. hybrid epoch) and logs their K.
 custom_hooks = [
     dict(type='NumClassCheckHook'),
-    dict(type='opera.NonFiniteLossHook', priority='HIGH')
+    dict(type='opera.NonFiniteLossHook', priority='HIGH'),
+    dict(type='opera.QueryGroupScheduleHook')
 ]
 dist_params = dict(backend='nccl')
 log_level = 'INFO'

@@ -1,32 +1,46 @@
 """Deformable-DETR head with hybrid matching (H-Deformable-DETR).
 
-With ``num_query_one2many=0`` this is the two-stage Deformable-DETR head (the
+With one query group this is the two-stage Deformable-DETR head (the
 "Deformable-DETR" and "+ tricks" baselines); with a one-to-many group it is
-H-Deformable-DETR. The hybrid logic itself is in
-:class:`opera.models.utils.HybridQueryGroups`.
+H-Deformable-DETR; other groups give the hybrid-epoch, hybrid-layer and
+Group-DETR schemes. The groups, their matching and the combination of their
+losses are :class:`opera.models.utils.HybridQueryGroups`; this head says how
+one group's boxes at one layer are matched and scored.
 """
 import torch
 import torch.nn as nn
 from mmcv.runner import force_fp32
+from mmdet.core import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh, reduce_mean
 from mmdet.models.dense_heads import DeformableDETRHead
 
+from opera.core.bbox import matched_pairs
 from ..builder import HEADS
 from ..utils.arguments import (reject_unknown_arguments,
                                reject_unknown_cfg_keys)
-from ..utils.hybrid_matching import HybridQueryGroups
+from ..utils.hybrid_matching import build_query_groups
 from ..utils.padding import masks_and_positions
 from ..utils.transformer import refine_reference
 
 
 @HEADS.register_module()
 class HybridDeformableDETRHead(DeformableDETRHead):
-    """Two-stage Deformable-DETR head with a one-to-many query group.
+    """Two-stage Deformable-DETR head with query groups (hybrid matching).
+
+    The groups are the hybrid branch given by ``num_query`` (one-to-one, kept
+    at test) and ``num_query_one2many`` / ``k_one2many`` /
+    ``lambda_one2many``, or any scheme given by ``query_groups`` (see
+    :class:`opera.models.utils.HybridQueryGroups`).
 
     Args:
-        num_query (int): One-to-one queries (kept at test time).
-        num_query_one2many (int): One-to-many queries, training only.
-        k_one2many (int): Ground-truth repeats for the one-to-many group.
+        num_query (int): Queries run at test time.
+        num_query_one2many (int): One-to-many queries of the hybrid branch,
+            training only (0: none).
+        k_one2many (int): Ground-truth repeats of the one-to-many group.
         lambda_one2many (float): Weight of the one-to-many losses.
+        query_groups (list[dict] | None): The query groups (``QueryGroup``
+            arguments), in place of the hybrid-branch keys: then
+            ``num_query_one2many`` must be 0 and ``num_query`` the number of
+            queries of the ``at_test`` groups.
         split_self_attn (bool): Decoder self-attention group by group
             (True) or masked over all queries (False); same outputs.
         **kwargs: See mmdet's ``DeformableDETRHead``.
@@ -38,17 +52,21 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                  num_query_one2many=0,
                  k_one2many=6,
                  lambda_one2many=1.0,
+                 query_groups=None,
                  split_self_attn=True,
                  **kwargs):
         reject_unknown_arguments(type(self), kwargs)
         reject_unknown_cfg_keys(kwargs.get('train_cfg'),
                                 kwargs.get('test_cfg'))
         # _init_layers (called by the parent) sizes the query embedding.
-        self.hybrid = HybridQueryGroups(num_query, num_query_one2many,
-                                        k_one2many, lambda_one2many,
-                                        split_self_attn)
+        self.hybrid = build_query_groups(
+            num_query, num_query_one2many, k_one2many, lambda_one2many,
+            query_groups, kwargs['transformer']['decoder']['num_layers'],
+            split_self_attn)
         super().__init__(*args, num_query=num_query, **kwargs)
         self.hybrid.check_self_attention(self.transformer.decoder)
+        if self.train_cfg:
+            self.hybrid.check_assigner(self.assigner)
 
     def _init_layers(self):
         super()._init_layers()
@@ -62,8 +80,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
     def forward(self, mlvl_feats, img_metas):
         """Run the transformer and the per-layer class/box branches.
 
-        In training all query groups run; in eval mode only the one-to-one
-        group (its proposals are the top ``num_query`` ones either way).
+        In training all query groups run; in eval mode only those kept at
+        test (each query takes the same proposal rank in both).
 
         Returns:
             tuple: class logits [num_layers, bs, nq, num_classes], boxes
@@ -74,11 +92,11 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         masks, positions = masks_and_positions(
             mlvl_feats, img_metas, self.positional_encoding)
         num_queries = self.hybrid.num_active_queries(self.training)
+        device = mlvl_feats[0].device
         query_embed = None
         if hasattr(self, 'query_embedding'):
             query_embed = self.query_embedding.weight[:num_queries]
-        self_attn_mask = self.hybrid.self_attn_mask(num_queries,
-                                                    mlvl_feats[0].device)
+        self_attn_mask = self.hybrid.self_attn_mask(num_queries, device)
         states, init_reference, references, enc_cls, enc_coord = \
             self.transformer(
                 mlvl_feats,
@@ -86,6 +104,7 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                 query_embed,
                 positions,
                 num_queries,
+                proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
                 reg_branches=self.reg_branches
                 if self.with_box_refine else None,
                 cls_branches=self.cls_branches
@@ -116,27 +135,143 @@ class HybridDeformableDETRHead(DeformableDETRHead):
              gt_labels_list,
              img_metas,
              gt_bboxes_ignore=None):
-        """Losses of the one-to-one group (+ encoder) and one-to-many group.
+        """Losses of the encoder proposals and of every (layer, group).
 
-        Each group is matched and normalised on its own: the one-to-one group
-        against the ground truth, the one-to-many group against the ground
-        truth tiled ``k_one2many`` times (matched from the untiled costs).
-        The encoder loss is counted once. Computed in fp32 under fp16.
+        Each query group is matched and normalised on its own at every
+        decoder layer, against the ground truth repeated that group's K at
+        that layer (see ``HybridQueryGroups.loss``). The encoder loss is
+        counted once. Computed in fp32 under fp16.
+
+        Args:
+            all_cls_scores (Tensor): [num_layers, bs, Q, C] logits.
+            all_bbox_preds (Tensor): [num_layers, bs, Q, 4] (cx, cy, w, h)
+                in [0, 1].
+            enc_cls_scores (Tensor | None): [bs, S, C] proposal logits.
+            enc_bbox_preds (Tensor | None): [bs, S, 4] proposal boxes.
+            gt_bboxes_list (list[Tensor]): [G, 4] (x1, y1, x2, y2) pixels.
+            gt_labels_list (list[Tensor]): [G].
+            img_metas (list[dict]): Need ``img_shape``.
+
+        Returns:
+            dict[str, Tensor]: ``enc_loss_*``, ``{d{i}.}loss_*{suffix}`` and
+            ``num_matched{suffix}`` (see ``HybridQueryGroups.loss``).
         """
-        cls_one2one, cls_one2many = self.hybrid.split(all_cls_scores, dim=2)
-        bbox_one2one, bbox_one2many = self.hybrid.split(all_bbox_preds, dim=2)
-        losses = super().loss(cls_one2one, bbox_one2one, enc_cls_scores,
-                              enc_bbox_preds, gt_bboxes_list, gt_labels_list,
-                              img_metas, gt_bboxes_ignore)
-        if cls_one2many is None:
-            return losses
-        with self.hybrid.one2many_matching(self):
-            losses_one2many = super().loss(
-                cls_one2many, bbox_one2many, None, None,
-                self.hybrid.tile_targets(gt_bboxes_list),
-                self.hybrid.tile_targets(gt_labels_list), img_metas,
-                gt_bboxes_ignore)
-        return self.hybrid.combine_losses(losses, losses_one2many)
+        if gt_bboxes_ignore is not None:
+            raise NotImplementedError(
+                f'{type(self).__name__} does not use gt_bboxes_ignore')
+        losses = dict()
+        if enc_cls_scores is not None:
+            # The proposals are trained class-agnostic.
+            object_labels = [torch.zeros_like(labels)
+                             for labels in gt_labels_list]
+            enc_losses, _ = self.layer_loss(enc_cls_scores, enc_bbox_preds,
+                                            gt_bboxes_list, object_labels,
+                                            img_metas, num_repeats=1)
+            losses.update(
+                {'enc_' + name: value for name, value in enc_losses.items()})
+
+        def layer_group_loss(predictions, num_repeats):
+            group_losses, num_matched = self.layer_loss(
+                *predictions, gt_bboxes_list, gt_labels_list, img_metas,
+                num_repeats)
+            return group_losses, num_matched, None
+
+        group_losses, _ = self.hybrid.loss(layer_group_loss, all_cls_scores,
+                                           all_bbox_preds)
+        losses.update(group_losses)
+        return losses
+
+    def layer_loss(self, cls_scores, bbox_preds, gt_bboxes_list,
+                   gt_labels_list, img_metas, num_repeats):
+        """Focal, L1 and GIoU losses of one set of predictions (mmdet's DETR
+        losses), matched against the ground truth repeated ``num_repeats``
+        times.
+
+        Args:
+            cls_scores (Tensor): [bs, Q, C] logits.
+            bbox_preds (Tensor): [bs, Q, 4] (cx, cy, w, h) in [0, 1].
+            gt_bboxes_list, gt_labels_list (list[Tensor]): Per image, once.
+            img_metas (list[dict]): Per image.
+            num_repeats (int): K.
+
+        Returns:
+            tuple[dict, int]: ``loss_cls``, ``loss_bbox``, ``loss_iou``, each
+            normalised by the matched queries of all processes; the matched
+            queries of this process.
+        """
+        targets = [
+            self.box_targets(*per_image, num_repeats) for per_image in zip(
+                cls_scores, bbox_preds, gt_bboxes_list, gt_labels_list,
+                img_metas)
+        ]
+        labels, label_weights, bbox_targets, bbox_weights = (
+            torch.cat(parts) for parts in list(zip(*targets))[:4])
+        num_pos = sum(t[4] for t in targets)
+        num_neg = sum(t[5] for t in targets)
+
+        cls_scores = cls_scores.reshape(-1, self.cls_out_channels)
+        cls_avg_factor = num_pos * 1.0 + num_neg * self.bg_cls_weight
+        if self.sync_cls_avg_factor:
+            cls_avg_factor = reduce_mean(
+                cls_scores.new_tensor([cls_avg_factor]))
+        cls_avg_factor = max(cls_avg_factor, 1)
+        loss_cls = self.loss_cls(
+            cls_scores, labels, label_weights, avg_factor=cls_avg_factor)
+
+        avg_factor = torch.clamp(
+            reduce_mean(loss_cls.new_tensor([num_pos])), min=1).item()
+        factors = torch.cat([
+            preds.new_tensor([w, h, w, h]).unsqueeze(0).repeat(
+                preds.size(0), 1) for preds, (h, w) in zip(
+                    bbox_preds, (meta['img_shape'][:2] for meta in img_metas))
+        ])
+        bbox_preds = bbox_preds.reshape(-1, 4)
+        loss_iou = self.loss_iou(
+            bbox_cxcywh_to_xyxy(bbox_preds) * factors,
+            bbox_cxcywh_to_xyxy(bbox_targets) * factors,
+            bbox_weights,
+            avg_factor=avg_factor)
+        loss_bbox = self.loss_bbox(
+            bbox_preds, bbox_targets, bbox_weights, avg_factor=avg_factor)
+        return dict(
+            loss_cls=loss_cls, loss_bbox=loss_bbox, loss_iou=loss_iou), num_pos
+
+    def box_targets(self, cls_score, bbox_pred, gt_bboxes, gt_labels,
+                    img_meta, num_repeats):
+        """Match one image's queries and build their targets.
+
+        Args:
+            cls_score (Tensor): [Q, C] logits.
+            bbox_pred (Tensor): [Q, 4] (cx, cy, w, h) in [0, 1].
+            gt_bboxes (Tensor): [G, 4] (x1, y1, x2, y2) pixels.
+            gt_labels (Tensor): [G].
+            img_meta (dict): Needs ``img_shape``.
+            num_repeats (int): Each box gets up to K queries.
+
+        Returns:
+            tuple: labels [Q] (``num_classes`` = background), label weights
+            [Q], box targets [Q, 4] (cx, cy, w, h) in [0, 1], box weights
+            [Q, 4], matched and unmatched counts (int).
+        """
+        num_query = bbox_pred.size(0)
+        assign_result = self.assigner.assign(
+            bbox_pred, cls_score, gt_bboxes, gt_labels, img_meta,
+            num_repeats=num_repeats)
+        pos_inds, gt_inds = matched_pairs(assign_result, gt_labels.size(0))
+        labels = gt_bboxes.new_full((num_query, ),
+                                    self.num_classes,
+                                    dtype=torch.long)
+        labels[pos_inds] = gt_labels[gt_inds]
+        bbox_targets = torch.zeros_like(bbox_pred)
+        bbox_weights = torch.zeros_like(bbox_pred)
+        bbox_weights[pos_inds] = 1.0
+        img_h, img_w = img_meta['img_shape'][:2]
+        factor = bbox_pred.new_tensor([img_w, img_h, img_w, img_h])
+        bbox_targets[pos_inds] = bbox_xyxy_to_cxcywh(
+            gt_bboxes[gt_inds] / factor.unsqueeze(0))
+        num_pos = pos_inds.numel()
+        return (labels, gt_bboxes.new_ones(num_query), bbox_targets,
+                bbox_weights, num_pos, num_query - num_pos)
 
     @force_fp32(apply_to=('all_cls_scores', 'all_bbox_preds'))
     def get_bboxes(self,
@@ -146,8 +281,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                    enc_bbox_preds,
                    img_metas,
                    rescale=False):
-        """Detections from the one-to-one group's last layer (no NMS)."""
+        """Detections from the test-time queries' last layer (no NMS)."""
         return super().get_bboxes(
-            self.hybrid.split(all_cls_scores, dim=2)[0],
-            self.hybrid.split(all_bbox_preds, dim=2)[0], enc_cls_scores,
+            self.hybrid.test_part(all_cls_scores, dim=2),
+            self.hybrid.test_part(all_bbox_preds, dim=2), enc_cls_scores,
             enc_bbox_preds, img_metas, rescale)

@@ -10,6 +10,7 @@ pose-decoder layer; the heatmap branch on Gaussian keypoint heatmaps.
 import torch
 from mmdet.core import reduce_mean
 
+from opera.core.bbox import matched_pairs
 from opera.core.keypoint import keypoint_heatmap_target
 
 
@@ -30,7 +31,7 @@ class PETRLossMixin:
     """Losses of :class:`PETRHead`; needs its losses, assigner and K."""
 
     def pose_targets(self, cls_score, poses, gt_labels, gt_keypoints,
-                     gt_areas, img_meta):
+                     gt_areas, img_meta, num_repeats=1):
         """Match one image's queries and build their targets.
 
         Args:
@@ -40,6 +41,7 @@ class PETRLossMixin:
             gt_keypoints (Tensor): [G, K, 3] (x, y, v) in pixels.
             gt_areas (Tensor): [G] areas in pixels^2.
             img_meta (dict): Needs ``img_shape``.
+            num_repeats (int): Each person gets up to K queries.
 
         Returns:
             tuple: labels [Q] (``num_classes`` = background), pose targets
@@ -47,10 +49,15 @@ class PETRLossMixin:
             coordinates of matched queries), areas [Q], matched count (int).
         """
         num_query = poses.size(0)
-        assign_result = self.assigner.assign(cls_score, poses, gt_labels,
-                                             gt_keypoints, gt_areas, img_meta)
-        pos_inds = torch.nonzero(assign_result.gt_inds > 0).squeeze(1)
-        gt_inds = assign_result.gt_inds[pos_inds] - 1
+        assign_result = self.assigner.assign(
+            cls_score,
+            poses,
+            gt_labels,
+            gt_keypoints,
+            gt_areas,
+            img_meta,
+            num_repeats=num_repeats)
+        pos_inds, gt_inds = matched_pairs(assign_result, gt_labels.size(0))
         matched = gt_keypoints.reshape(gt_labels.size(0), self.num_keypoints,
                                        3)[gt_inds]
         img_h, img_w = img_meta['img_shape'][:2]
@@ -86,7 +93,8 @@ class PETRLossMixin:
                      gt_areas,
                      img_metas,
                      loss_kpt,
-                     loss_oks=None):
+                     loss_oks=None,
+                     num_repeats=1):
         """Losses of one set of predictions for the whole batch.
 
         Args:
@@ -96,23 +104,27 @@ class PETRLossMixin:
             img_metas (list[dict]): Per image.
             loss_kpt (nn.Module): Keypoint L1 loss.
             loss_oks (nn.Module | None): OKS loss, skipped if None.
+            num_repeats (int): Matched against the persons repeated K times.
 
         Returns:
-            tuple[dict, dict]: ``loss_cls``, ``loss_kpt`` (``loss_oks``),
-            and the matched queries with a visible keypoint: ``poses``
+            tuple[dict, int, dict]: ``loss_cls``, ``loss_kpt``
+            (``loss_oks``); the matched queries of this process; and the
+            matched queries with a visible keypoint: ``poses``
             [n, 2K], ``targets`` [n, 2K], ``weights`` [n, 2K], ``areas`` [n],
             ``img_inds`` [n].
         """
         bs, num_query = cls_scores.shape[:2]
         per_image = [
             self.pose_targets(cls_scores[i], poses[i], gt_labels[i],
-                              gt_keypoints[i], gt_areas[i], img_metas[i])
+                              gt_keypoints[i], gt_areas[i], img_metas[i],
+                              num_repeats)
             for i in range(bs)
         ]
         labels, targets, weights, areas = (
             torch.cat(parts) for parts in list(zip(*per_image))[:4])
         device = cls_scores.device
-        num_pos = mean_over_gpus(sum(p[4] for p in per_image), device)
+        num_matched = sum(p[4] for p in per_image)
+        num_pos = mean_over_gpus(num_matched, device)
         poses = poses.flatten(0, 1)
 
         losses = dict(
@@ -137,41 +149,15 @@ class PETRLossMixin:
             losses['loss_oks'] = self.oks_term(
                 loss_oks, positives['poses'], positives['targets'],
                 positives['weights'], positives['areas'], sizes, num_pos)
-        return losses, positives
-
-    def decoder_losses(self, all_cls_scores, all_poses, gt_labels,
-                       gt_keypoints, gt_areas, img_metas):
-        """Losses of every pose-decoder layer of one query group.
-
-        Args:
-            all_cls_scores (Tensor): [num_layers, bs, Q, C].
-            all_poses (Tensor): [num_layers, bs, Q, 2K].
-
-        Returns:
-            tuple[dict, dict]: Losses (last layer unprefixed, layer i < last
-            as ``d{i}.``) and the last layer's positives (see
-            :meth:`layer_losses`).
-        """
-        losses = dict()
-        last = all_cls_scores.size(0) - 1
-        for layer, (cls_scores, poses) in enumerate(
-                zip(all_cls_scores, all_poses)):
-            layer_losses, positives = self.layer_losses(
-                cls_scores, poses, gt_labels, gt_keypoints, gt_areas,
-                img_metas, self.loss_kpt, self.loss_oks)
-            prefix = '' if layer == last else f'd{layer}.'
-            losses.update(
-                {prefix + name: value
-                 for name, value in layer_losses.items()})
-        return losses, positives
+        return losses, num_matched, positives
 
     def encoder_losses(self, enc_cls, enc_poses, gt_labels, gt_keypoints,
                        gt_areas, img_metas):
         """Class-agnostic class and keypoint L1 losses of the proposals."""
         person_labels = [torch.zeros_like(labels) for labels in gt_labels]
-        losses, _ = self.layer_losses(enc_cls, enc_poses, person_labels,
-                                      gt_keypoints, gt_areas, img_metas,
-                                      self.loss_kpt_rpn)
+        losses, _, _ = self.layer_losses(enc_cls, enc_poses, person_labels,
+                                         gt_keypoints, gt_areas, img_metas,
+                                         self.loss_kpt_rpn)
         return {'enc_' + name: value for name, value in losses.items()}
 
     def heatmap_loss(self, hm_logits, hm_padding, gt_keypoints, gt_bboxes):

@@ -1,8 +1,10 @@
 from .builder import ATTENTION, TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
 from .deformable_attention import MultiScaleDeformableAttention
 from .group_attention import MultiheadAttention, QueryGroupMask
-from .hybrid_matching import HybridQueryGroups
+from .hybrid_matching import (HybridQueryGroups, QueryGroup,
+                              build_query_groups)
 from .layer_checkpoint import run_layer
+from .per_image_queries import PerImageQueries
 from .pose_attention import PoseDeformableAttention, pose_sampling_locations
 from .pose_transformer import PETRPoseDecoder, PETRTransformer
 from .transformer import (DeformableDetrTransformer,
@@ -12,8 +14,8 @@ from .transformer import (DeformableDetrTransformer,
 __all__ = [
     'ATTENTION', 'TRANSFORMER', 'TRANSFORMER_LAYER_SEQUENCE',
     'MultiScaleDeformableAttention', 'MultiheadAttention', 'QueryGroupMask',
-    'HybridQueryGroups', 'run_layer', 'DeformableDetrTransformer',
+    'HybridQueryGroups', 'QueryGroup', 'build_query_groups', 'run_layer', 'DeformableDetrTransformer',
     'DeformableDetrTransformerDecoder', 'DetrTransformerEncoder',
     'refine_reference', 'PoseDeformableAttention', 'pose_sampling_locations',
-    'PETRPoseDecoder', 'PETRTransformer'
+    'PETRPoseDecoder', 'PETRTransformer', 'PerImageQueries'
 ]

@@ -1,87 +1,289 @@
-"""Hybrid matching (H-DETR): one-to-one and one-to-many query groups.
+"""Hybrid matching schemes: query groups, how each is matched, and when.
 
-The decoder runs ``num_query_one2one + num_query_one2many`` queries during
-training. The one-to-one group is matched to the ground truth as in DETR; the
-one-to-many group is matched to the ground truth tiled ``k_one2many`` times,
-so each object gets K positives there. The groups do not see each other in
-decoder self-attention, so the one-to-one group computes exactly what it would
-compute alone and inference keeps only it (no NMS needed).
+A DETR decoder can run several groups of queries that do not see each other
+in self-attention. Each group is matched to the ground truth of every image
+on its own, at every decoder layer, with a ground-truth repeat K: K = 1 is
+DETR's one-to-one matching; K > 1 tiles the ground truth K times (each object
+gets K positives, "one-to-many"). The schemes of "DETRs with Hybrid
+Matching" (arXiv 2207.13080, Sec. 3.2) and Group DETR are settings of this:
 
-Everything that makes a head "hybrid" lives in :class:`HybridQueryGroups`, so
-the detection head and the pose head share one implementation of the query
-split, the attention mask, the target tiling, the one-to-many matching and
-the loss combination.
+================  ==========================================================
+hybrid branch     300 queries K = 1 (kept at test) + 1500 queries K = 6
+hybrid epoch      one group of 1800, K = 10 for the first epochs, then 1
+hybrid layer      one group of 1800, K = 10 at the first 4 layers, 1 after
+Group DETR        G groups of 300, K = 1 each, only the first kept at test
+================  ==========================================================
+
+:class:`HybridQueryGroups` holds the groups and derives from them alone the
+queries each mode runs, the decoder self-attention mask, which two-stage
+proposal feeds which query, and the losses of every (layer, group) and their
+sum; the heads only say how one group's predictions at one layer are matched
+and scored (:meth:`HybridQueryGroups.loss`).
 """
-import contextlib
+import inspect
 
-from opera.core.bbox import RepeatedTargetsAssigner
+import torch
+
 from .group_attention import MultiheadAttention, QueryGroupMask
 
-ONE2MANY_SUFFIX = '_one2many'
+PROPOSAL_MODES = ('next', 'top')
+
+
+class QueryGroup:
+    """One group of decoder queries and how it is supervised.
+
+    Args:
+        num_queries (int): Queries in the group.
+        num_repeats (int | Sequence[int]): Ground-truth repeat K at every
+            decoder layer, or one K per layer. 1 is one-to-one.
+        loss_weight (float): Weight of the group's losses.
+        at_test (bool): Whether the group runs at test time. The groups
+            that do come first.
+        proposals (str): Which two-stage proposals feed the group: 'next'
+            (the next ranks after the groups before it that take 'next') or
+            'top' (the best ranks, as the first group gets).
+        name (str | None): Suffix of the group's loss names
+            (``loss_cls_{name}``), '' for plain names; None: '' for the
+            first group, ``group{i}`` for group i > 0.
+        repeats_schedule (Sequence[dict]): ``dict(epoch=E, num_repeats=K)``
+            entries, ascending: from (0-based) epoch E on, K (an int or one
+            per layer) replaces ``num_repeats``.
+    """
+
+    def __init__(self,
+                 num_queries,
+                 num_repeats=1,
+                 loss_weight=1.0,
+                 at_test=False,
+                 proposals='next',
+                 name=None,
+                 repeats_schedule=()):
+        if int(num_queries) <= 0:
+            raise ValueError(
+                f'a query group needs num_queries > 0, got {num_queries}')
+        if proposals not in PROPOSAL_MODES:
+            raise ValueError(f'proposals must be one of {PROPOSAL_MODES}, '
+                             f'got {proposals!r}')
+        self.num_queries = int(num_queries)
+        self.num_repeats = num_repeats
+        self.loss_weight = loss_weight
+        self.at_test = bool(at_test)
+        self.proposals = proposals
+        self.name = name
+        self.repeats_schedule = [dict(entry) for entry in repeats_schedule]
+
+    def __repr__(self):
+        return (f'QueryGroup(num_queries={self.num_queries}, '
+                f'num_repeats={self.num_repeats}, '
+                f'loss_weight={self.loss_weight}, at_test={self.at_test}, '
+                f'proposals={self.proposals!r}, name={self.name!r}, '
+                f'repeats_schedule={self.repeats_schedule})')
+
+    @property
+    def suffix(self):
+        return f'_{self.name}' if self.name else ''
+
+    def repeats_at(self, epoch, num_layers):
+        """K of every decoder layer at ``epoch`` (None: no schedule needed).
+
+        Returns:
+            tuple[int]: One K per layer.
+        """
+        num_repeats = self.num_repeats
+        if self.repeats_schedule:
+            if epoch is None:
+                raise RuntimeError(
+                    f'{self} follows an epoch schedule, but no epoch was set: '
+                    f'add custom_hooks=[dict(type="opera.'
+                    f'QueryGroupScheduleHook")] to the config (or call '
+                    f'set_epoch on the head\'s hybrid groups)')
+            for entry in self.repeats_schedule:
+                if epoch >= entry['epoch']:
+                    num_repeats = entry['num_repeats']
+        return per_layer(num_repeats, num_layers, self)
+
+
+def per_layer(num_repeats, num_layers, group):
+    """``num_repeats`` as a tuple of ``num_layers`` Ks >= 1."""
+    if isinstance(num_repeats, int):
+        num_repeats = (num_repeats, ) * num_layers
+    num_repeats = tuple(num_repeats)
+    if len(num_repeats) != num_layers or not all(
+            isinstance(k, int) and k >= 1 for k in num_repeats):
+        raise ValueError(
+            f'{group}: num_repeats must be an int >= 1 or one int >= 1 per '
+            f'decoder layer ({num_layers} layers), got {list(num_repeats)}')
+    return num_repeats
+
+
+def build_query_group(cfg):
+    """A :class:`QueryGroup` from a config dict (unknown keys refused)."""
+    if isinstance(cfg, QueryGroup):
+        return cfg
+    known = list(inspect.signature(QueryGroup).parameters)
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise TypeError(f'query group {dict(cfg)}: unknown keys {unknown}; '
+                        f'known: {known}')
+    return QueryGroup(**cfg)
+
+
+def build_query_groups(num_query, num_query_one2many, k_one2many,
+                       lambda_one2many, query_groups, num_layers,
+                       split_self_attn):
+    """A head's :class:`HybridQueryGroups` from its arguments.
+
+    Either the hybrid-branch keys (``num_query`` one-to-one queries, plus
+    ``num_query_one2many`` matched ``k_one2many`` times) or ``query_groups``
+    (a list of :class:`QueryGroup` arguments); with ``query_groups``,
+    ``num_query_one2many`` must be 0 and ``num_query`` must be the number of
+    queries of its ``at_test`` groups, so that no key says something the
+    groups contradict.
+    """
+    if query_groups is None:
+        return HybridQueryGroups.hybrid_branch(
+            num_query, num_query_one2many, k_one2many, lambda_one2many,
+            num_layers, split_self_attn)
+    if num_query_one2many:
+        raise ValueError(
+            f'the head has both query_groups and num_query_one2many='
+            f'{num_query_one2many}: give the one-to-many group in '
+            f'query_groups and set num_query_one2many=0')
+    groups = HybridQueryGroups(query_groups, num_layers, split_self_attn)
+    if groups.num_test_queries != num_query:
+        raise ValueError(
+            f'num_query={num_query}, but the at_test query groups hold '
+            f'{groups.num_test_queries} queries: set num_query to the '
+            f'queries run at test time')
+    return groups
 
 
 class HybridQueryGroups:
-    """Query groups of a hybrid-matching head.
+    """The query groups of a DETR head and everything derived from them.
 
     Args:
-        num_query_one2one (int): Queries matched one-to-one; the only ones
-            used at test time.
-        num_query_one2many (int): Extra queries matched one-to-many during
-            training. 0 turns the hybrid branch off.
-        k_one2many (int): How many times each image's ground truth is tiled
-            for the one-to-many group.
-        lambda_one2many (float): Weight of the one-to-many losses.
+        groups (Sequence[dict | QueryGroup]): In query order; the groups
+            with ``at_test=True`` first.
+        num_layers (int): Decoder layers (each is supervised).
         split_self_attn (bool): Compute the decoder self-attention group by
             group (needs ``opera.MultiheadAttention``) rather than as one
             masked attention over all queries; same outputs, fewer scores
             (see :mod:`.group_attention`).
     """
 
-    def __init__(self,
-                 num_query_one2one,
-                 num_query_one2many=0,
-                 k_one2many=6,
-                 lambda_one2many=1.0,
-                 split_self_attn=True):
+    def __init__(self, groups, num_layers, split_self_attn=True):
+        self.groups = [build_query_group(group) for group in groups]
+        for index, group in enumerate(self.groups):
+            if group.name is None:
+                group.name = f'group{index}' if index else ''
+        self.num_layers = int(num_layers)
+        self.split_self_attn = split_self_attn
+        self.epoch = None
+        self._check()
+
+    @classmethod
+    def hybrid_branch(cls,
+                      num_query_one2one,
+                      num_query_one2many=0,
+                      k_one2many=6,
+                      lambda_one2many=1.0,
+                      num_layers=6,
+                      split_self_attn=True):
+        """H-DETR's hybrid branch: a one-to-one group kept at test and, if
+        ``num_query_one2many`` > 0, a one-to-many group (K =
+        ``k_one2many``, weight ``lambda_one2many``, losses ``*_one2many``)
+        fed by the next-ranked proposals."""
         if num_query_one2one <= 0:
             raise ValueError(
                 f'num_query_one2one must be > 0, got {num_query_one2one}')
         if num_query_one2many < 0:
             raise ValueError(
                 f'num_query_one2many must be >= 0, got {num_query_one2many}')
-        if num_query_one2many > 0 and k_one2many < 1:
+        groups = [QueryGroup(num_query_one2one, at_test=True, name='')]
+        if num_query_one2many > 0:
+            if k_one2many < 1:
+                raise ValueError(f'k_one2many must be >= 1 with a '
+                                 f'one-to-many group, got {k_one2many}')
+            groups.append(
+                QueryGroup(
+                    num_query_one2many,
+                    num_repeats=k_one2many,
+                    loss_weight=lambda_one2many,
+                    name='one2many'))
+        return cls(groups, num_layers, split_self_attn)
+
+    def _check(self):
+        if not self.groups:
+            raise ValueError('a head needs at least one query group')
+        flags = [group.at_test for group in self.groups]
+        if not flags[0] or flags != sorted(flags, reverse=True):
             raise ValueError(
-                f'k_one2many must be >= 1 with a one-to-many group, '
-                f'got {k_one2many}')
-        self.num_query_one2one = num_query_one2one
-        self.num_query_one2many = num_query_one2many
-        self.k_one2many = k_one2many
-        self.lambda_one2many = lambda_one2many
-        self.split_self_attn = split_self_attn
+                f'the groups that run at test time (at_test=True) must come '
+                f'first, and there must be one: {self.groups}')
+        names = [group.name for group in self.groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f'query group names must differ (they name the '
+                             f'losses), got {names}')
+        for group in self.groups:
+            per_layer(group.num_repeats, self.num_layers, group)
+            epochs = [entry.get('epoch') for entry in group.repeats_schedule]
+            if (not all(isinstance(e, int) and e >= 0 for e in epochs)
+                    or epochs != sorted(set(epochs))):
+                raise ValueError(
+                    f'{group}: repeats_schedule needs ascending, distinct '
+                    f'epochs >= 0, each dict(epoch=E, num_repeats=K)')
+            for entry in group.repeats_schedule:
+                if set(entry) != {'epoch', 'num_repeats'}:
+                    raise ValueError(
+                        f'{group}: a repeats_schedule entry has exactly the '
+                        f'keys epoch and num_repeats, got {entry}')
+                per_layer(entry['num_repeats'], self.num_layers, group)
 
     def __repr__(self):
-        return (f'{self.__class__.__name__}('
-                f'num_query_one2one={self.num_query_one2one}, '
-                f'num_query_one2many={self.num_query_one2many}, '
-                f'k_one2many={self.k_one2many}, '
-                f'lambda_one2many={self.lambda_one2many}, '
+        return (f'{self.__class__.__name__}(groups={self.groups}, '
+                f'num_layers={self.num_layers}, '
                 f'split_self_attn={self.split_self_attn})')
 
     @property
-    def has_one2many(self):
-        return self.num_query_one2many > 0
+    def num_query(self):
+        """All queries (the size of a learned query embedding)."""
+        return sum(group.num_queries for group in self.groups)
 
     @property
-    def num_query(self):
-        """All queries (the size of the query embedding)."""
-        return self.num_query_one2one + self.num_query_one2many
+    def num_test_queries(self):
+        """Queries run at test time: those of the ``at_test`` groups."""
+        return sum(g.num_queries for g in self.groups if g.at_test)
+
+    @property
+    def has_schedule(self):
+        return any(group.repeats_schedule for group in self.groups)
+
+    def set_epoch(self, epoch):
+        """The training epoch (0-based) the ``repeats_schedule`` follow."""
+        self.epoch = int(epoch)
 
     def num_active_queries(self, training):
-        """Queries the decoder runs: all of them in training, else o2o."""
-        return self.num_query if training else self.num_query_one2one
+        """Queries the decoder runs: every group in training, else the
+        ``at_test`` ones."""
+        return self.num_query if training else self.num_test_queries
+
+    def groups_of(self, num_queries):
+        """The leading groups that hold exactly ``num_queries`` queries."""
+        total = 0
+        for index, group in enumerate(self.groups):
+            total += group.num_queries
+            if total == num_queries:
+                return self.groups[:index + 1]
+        raise ValueError(
+            f'{num_queries} queries are not a whole number of leading query '
+            f'groups (sizes {[g.num_queries for g in self.groups]})')
+
+    def num_repeats(self, group):
+        """K of each decoder layer for ``group`` now (the epoch set)."""
+        return group.repeats_at(self.epoch, self.num_layers)
 
     def self_attn_mask(self, num_queries, device):
-        """Decoder self-attention mask that blocks the groups from each other.
+        """Decoder self-attention mask that keeps the groups apart.
 
         Args:
             num_queries (int): Queries actually run (see
@@ -89,17 +291,35 @@ class HybridQueryGroups:
             device (torch.device): Where a dense mask is made.
 
         Returns:
-            QueryGroupMask | Tensor | None: The two groups as a
+            QueryGroupMask | Tensor | None: The groups run as a
             :class:`QueryGroupMask` (``split_self_attn``), or the same as a
-            [num_queries, num_queries] bool tensor, True where blocked
-            (``[o2o:, :o2o]`` and ``[:o2o, o2o:]``); None when only the
-            one-to-one group runs (nothing to block).
+            [num_queries, num_queries] bool tensor, True where blocked; None
+            when one group runs (nothing to block).
         """
-        o2o = self.num_query_one2one
-        if num_queries <= o2o:
+        groups = self.groups_of(num_queries)
+        if len(groups) == 1:
             return None
-        groups = QueryGroupMask((o2o, num_queries - o2o))
-        return groups if self.split_self_attn else groups.dense(device)
+        mask = QueryGroupMask([group.num_queries for group in groups])
+        return mask if self.split_self_attn else mask.dense(device)
+
+    def proposal_ranks(self, num_queries, device):
+        """The two-stage proposal rank that feeds each query run.
+
+        Returns:
+            Tensor | None: [num_queries] long ranks (0 = the best proposal),
+            or None when query i takes rank i (then the top
+            ``num_queries`` proposals in order are all that is needed).
+        """
+        ranks, next_rank = [], 0
+        for group in self.groups_of(num_queries):
+            start = next_rank if group.proposals == 'next' else 0
+            ranks.append(torch.arange(start, start + group.num_queries))
+            if group.proposals == 'next':
+                next_rank += group.num_queries
+        ranks = torch.cat(ranks)
+        if torch.equal(ranks, torch.arange(num_queries)):
+            return None
+        return ranks.to(device)
 
     def check_self_attention(self, decoder):
         """Raise unless every decoder layer can take :meth:`self_attn_mask`.
@@ -108,7 +328,11 @@ class HybridQueryGroups:
             decoder (TransformerLayerSequence): Layers whose first attention
                 is the self-attention.
         """
-        if not (self.has_one2many and self.split_self_attn):
+        if decoder.num_layers != self.num_layers:
+            raise ValueError(
+                f'the query groups are set for {self.num_layers} decoder '
+                f'layers, the decoder has {decoder.num_layers}')
+        if len(self.groups) == 1 or not self.split_self_attn:
             return
         for index, layer in enumerate(decoder.layers):
             attention = layer.attentions[0]
@@ -121,70 +345,73 @@ class HybridQueryGroups:
                     f'{index} has {type(attention).__name__}); or set the '
                     f'head\'s split_self_attn=False')
 
+    @staticmethod
+    def check_assigner(assigner):
+        """Raise unless ``assigner.assign`` takes ``num_repeats`` (every
+        group is matched through it)."""
+        if 'num_repeats' not in inspect.signature(assigner.assign).parameters:
+            raise TypeError(
+                f'train_cfg.assigner {type(assigner).__module__}.'
+                f'{type(assigner).__name__} cannot match a query group '
+                f'against repeated ground truth (its assign takes no '
+                f'num_repeats): use opera.HungarianAssigner for boxes or '
+                f'opera.PoseHungarianAssigner for poses')
+
+    def test_part(self, x, dim):
+        """The test-time queries of ``x`` (its first
+        :attr:`num_test_queries` along ``dim``)."""
+        return x.narrow(dim, 0, self.num_test_queries)
+
     def split(self, x, dim):
-        """Split a tensor along its query dimension.
+        """``x`` split along its query dimension into the groups it holds.
 
         Returns:
-            tuple[Tensor, Tensor | None]: The one-to-one part (the first
-            ``num_query_one2one`` entries) and the one-to-many part (None if
-            ``x`` holds only one-to-one queries).
+            tuple[Tensor]: One view per leading group covered by
+            ``x.size(dim)`` queries.
         """
-        o2o = self.num_query_one2one
-        one2one = x.narrow(dim, 0, o2o)
-        if x.size(dim) == o2o:
-            return one2one, None
-        return one2one, x.narrow(dim, o2o, x.size(dim) - o2o)
+        sizes = [g.num_queries for g in self.groups_of(x.size(dim))]
+        return x.split(sizes, dim)
 
-    def tile_targets(self, targets):
-        """Repeat each image's targets ``k_one2many`` times along dim 0.
+    def loss(self, layer_group_loss, *predictions):
+        """Losses of every (decoder layer, query group), weighted and named.
 
         Args:
-            targets (list[Tensor]): One tensor per image, instances first,
-                e.g. boxes [n, 4], labels [n], keypoints [n, K, 3].
+            layer_group_loss (callable): ``(group_predictions, num_repeats)
+                -> (losses, num_matched, extra)``: the losses (dict) of one
+                group's predictions at one layer (each tensor of
+                ``predictions`` at that layer, restricted to the group:
+                [bs, n_g, ...]) matched against the ground truth repeated
+                ``num_repeats`` times and normalised by their own number of
+                targets; the matched count (int) and anything the head wants
+                back from the last layer (``extra``).
+            *predictions (Tensor): [num_layers, bs, Q, ...], all Q queries.
 
         Returns:
-            list[Tensor]: Same order, each of length ``k_one2many * n``
-            (``t.repeat(k, 1, ...)``: the whole set, k times over).
+            tuple[dict, list]: Losses named ``{d{layer}.}{name}{suffix}``
+            (no prefix at the last layer), ``loss*`` entries times the
+            group's ``loss_weight``; one ``num_matched{suffix}`` per group
+            (matched queries per layer, averaged over layers, for the log);
+            and each group's last-layer ``extra``.
         """
-        k = self.k_one2many
-        return [t.repeat(k, *([1] * (t.dim() - 1))) for t in targets]
-
-    @contextlib.contextmanager
-    def one2many_matching(self, head):
-        """Within: ``head.assigner`` matches against ``k_one2many``-tiled
-        targets from the untiled costs.
-
-        The head's target code stays unchanged and gets the tiled targets
-        (:meth:`tile_targets`); only the assignment is computed once per
-        distinct target and with repeated cost columns (see
-        ``opera.core.bbox.assigners.repeated_targets``): every query gets
-        the target that matching the tiled targets directly gives it
-        (unless costs tie exactly; the matching is optimal either way).
-        """
-        assigner = head.assigner
-        head.assigner = RepeatedTargetsAssigner(assigner, self.k_one2many)
-        try:
-            yield
-        finally:
-            head.assigner = assigner
-
-    def combine_losses(self, losses_one2one, losses_one2many):
-        """L = L_o2o + lambda * L_o2m, keeping both branches visible in logs.
-
-        Each branch was normalised by its own number of targets before it
-        gets here. One-to-many entries are scaled by ``lambda_one2many`` and
-        renamed with a ``_one2many`` suffix; mmdet sums every ``loss*`` key
-        into the total loss.
-        """
-        combined = dict(losses_one2one)
-        for name, value in losses_one2many.items():
-            if 'loss' in name:
-                value = _scale(value, self.lambda_one2many)
-            combined[name + ONE2MANY_SUFFIX] = value
-        return combined
-
-
-def _scale(value, factor):
-    if isinstance(value, (list, tuple)):
-        return type(value)(v * factor for v in value)
-    return value * factor
+        num_layers = predictions[0].size(0)
+        if num_layers != self.num_layers:
+            raise ValueError(f'predictions of {num_layers} layers for query '
+                             f'groups of {self.num_layers}')
+        per_group = list(
+            zip(*(self.split(p, dim=2) for p in predictions)))
+        losses, extras = dict(), []
+        for group, group_preds in zip(self.groups, per_group):
+            matched = 0
+            for layer, num_repeats in enumerate(self.num_repeats(group)):
+                layer_losses, num_matched, extra = layer_group_loss(
+                    tuple(p[layer] for p in group_preds), num_repeats)
+                prefix = '' if layer == num_layers - 1 else f'd{layer}.'
+                for name, value in layer_losses.items():
+                    if 'loss' in name:
+                        value = value * group.loss_weight
+                    losses[prefix + name + group.suffix] = value
+                matched += num_matched
+            losses['num_matched' + group.suffix] = torch.tensor(
+                matched / num_layers, device=predictions[0].device)
+            extras.append(extra)
+        return losses, extras

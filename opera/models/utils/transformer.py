@@ -19,6 +19,7 @@ from mmdet.models.utils.transformer import (
     DetrTransformerEncoder as MMDetDetrTransformerEncoder, inverse_sigmoid)
 
 from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .layer_cfgs import StrictLayerSequence
 from .layer_checkpoint import run_layer
 
 
@@ -48,7 +49,8 @@ def refine_reference(delta, reference):
 
 
 @TRANSFORMER_LAYER_SEQUENCE.register_module()
-class DetrTransformerEncoder(MMDetDetrTransformerEncoder):
+class DetrTransformerEncoder(StrictLayerSequence,
+                             MMDetDetrTransformerEncoder):
     """mmdet's DETR encoder with optional activation checkpointing.
 
     Args:
@@ -73,7 +75,8 @@ class DetrTransformerEncoder(MMDetDetrTransformerEncoder):
 
 
 @TRANSFORMER_LAYER_SEQUENCE.register_module()
-class DeformableDetrTransformerDecoder(MMDetDeformableDetrTransformerDecoder):
+class DeformableDetrTransformerDecoder(StrictLayerSequence,
+                                       MMDetDeformableDetrTransformerDecoder):
     """Deformable-DETR decoder: iterative refinement, look forward twice.
 
     Args:
@@ -229,11 +232,11 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
         return memory.permute(1, 0, 2)
 
     def select_queries(self, memory, levels, query_embed, num_queries,
-                       reg_branches, cls_branches):
+                       proposal_ranks, reg_branches, cls_branches):
         """Initial queries and references, from proposals or embeddings.
 
-        Two-stage: the ``num_queries`` best encoder proposals, best first, so
-        rank r feeds query r (the one-to-one group takes the top ranks).
+        Two-stage: encoder proposals ranked by score, best first; query i
+        takes rank ``proposal_ranks[i]`` (rank i when it is None).
 
         Returns:
             tuple: query [bs, nq, c], query_pos [bs, nq, c], reference points
@@ -249,9 +252,11 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
             return (query, query_pos,
                     self.reference_points(query_pos).sigmoid(), None, None)
 
-        if num_queries > memory.size(1):
+        num_proposals = num_queries if proposal_ranks is None else int(
+            proposal_ranks.max()) + 1
+        if num_proposals > memory.size(1):
             raise ValueError(
-                f'{num_queries} two-stage queries need at least as many '
+                f'{num_queries} two-stage queries need {num_proposals} '
                 f'encoder positions, but this input gives {memory.size(1)} '
                 f'(feature maps {levels["spatial_shapes"].tolist()}): use '
                 f'larger images or fewer queries')
@@ -264,7 +269,9 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
 
         # Column 0 scores "object": the encoder is trained class-agnostic.
         topk_index = torch.topk(
-            enc_outputs_class[..., 0], num_queries, dim=1)[1]
+            enc_outputs_class[..., 0], num_proposals, dim=1)[1]
+        if proposal_ranks is not None:
+            topk_index = topk_index[:, proposal_ranks]
         topk_coords_unact = torch.gather(
             enc_outputs_coord_unact, 1,
             topk_index.unsqueeze(-1).expand(-1, -1, 4)).detach()
@@ -282,6 +289,7 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
                 query_embed,
                 mlvl_pos_embeds,
                 num_queries,
+                proposal_ranks=None,
                 reg_branches=None,
                 cls_branches=None,
                 attn_masks=None):
@@ -294,6 +302,9 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
                 (mixed selection), [num_queries, 2c] (one-stage), or None.
             mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
             num_queries (int): Queries (and two-stage proposals) to run.
+            proposal_ranks (Tensor | None): [num_queries] long, the
+                two-stage proposal rank of each query (None: rank i feeds
+                query i).
             reg_branches (nn.ModuleList | None): Box branches (refinement
                 and two-stage proposals).
             cls_branches (nn.ModuleList | None): Class branches (two-stage).
@@ -316,7 +327,7 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
         memory = self.encode(levels)
         query, query_pos, reference_points, enc_cls, enc_coord = \
             self.select_queries(memory, levels, query_embed, num_queries,
-                                reg_branches, cls_branches)
+                                proposal_ranks, reg_branches, cls_branches)
         states, references = self.decoder(
             query=query.permute(1, 0, 2),
             key=None,

@@ -1,9 +1,9 @@
 from .hungarian_assigner import HungarianAssigner
 from .pose_hungarian_assigner import PoseHungarianAssigner
-from .repeated_targets import (RepeatedTargetsAssigner, assign_by_cost,
-                               match_with_repeated_targets, untile)
+from .repeated_targets import (assign_by_cost, candidate_queries,
+                               match_with_repeated_targets, matched_pairs)
 
 __all__ = [
-    'HungarianAssigner', 'PoseHungarianAssigner', 'RepeatedTargetsAssigner',
-    'assign_by_cost', 'match_with_repeated_targets', 'untile'
+    'HungarianAssigner', 'PoseHungarianAssigner', 'assign_by_cost',
+    'candidate_queries', 'match_with_repeated_targets', 'matched_pairs'
 ]

@@ -5,7 +5,7 @@ from mmdet.core.bbox.assigners import \
     HungarianAssigner as MMDetHungarianAssigner
 
 from ..builder import BBOX_ASSIGNERS
-from .repeated_targets import assign_by_cost, untile
+from .repeated_targets import assign_by_cost
 
 
 @BBOX_ASSIGNERS.register_module()
@@ -13,9 +13,9 @@ class HungarianAssigner(MMDetHungarianAssigner):
     """mmdet's DETR box assigner that can also match tiled ground truth.
 
     Same costs, arguments and results as mmdet's ``HungarianAssigner``
-    (``cls_cost + reg_cost + iou_cost``); :meth:`assign_repeated` matches
-    against ground truth tiled K times from the untiled costs (the
-    one-to-many branch of hybrid matching, see ``repeated_targets``).
+    (``cls_cost + reg_cost + iou_cost``); ``assign(..., num_repeats=K)``
+    matches against the ground truth repeated K times from the costs of one
+    copy (one-to-many matching, see ``repeated_targets``).
     """
 
     @torch.no_grad()
@@ -48,46 +48,25 @@ class HungarianAssigner(MMDetHungarianAssigner):
                gt_labels,
                img_meta,
                gt_bboxes_ignore=None,
-               eps=1e-7):
-        """One query per ground-truth box, the rest background.
+               eps=1e-7,
+               num_repeats=1):
+        """Each ground-truth box ``num_repeats`` times gets one query.
 
-        Args: as in :meth:`cost_matrix`; ``gt_bboxes_ignore`` must be None.
-        ``eps`` is unused (kept for mmdet's signature).
+        Args: as in :meth:`cost_matrix`; ``gt_bboxes_ignore`` must be None,
+        ``eps`` is unused (kept for mmdet's signature). ``num_repeats`` (K)
+        matches against the boxes tiled K times (``t.repeat(K, ...)``),
+        from the costs of the G boxes given (see ``repeated_targets``).
 
         Returns:
             :obj:`AssignResult`: ``gt_inds`` [Q], 0 for background, else the
-            1-based index of the matched box; ``labels`` [Q], -1 for
-            background; ``num_gts`` = G.
-        """
-        return self.assign_repeated(bbox_pred, cls_pred, gt_bboxes,
-                                    gt_labels, img_meta, gt_bboxes_ignore,
-                                    eps, 1)
-
-    def assign_repeated(self,
-                        bbox_pred,
-                        cls_pred,
-                        gt_bboxes,
-                        gt_labels,
-                        img_meta,
-                        gt_bboxes_ignore=None,
-                        eps=1e-7,
-                        num_repeats=1):
-        """:meth:`assign` for ground truth tiled ``num_repeats`` times.
-
-        Same arguments and result as :meth:`assign`, where ``gt_bboxes`` and
-        ``gt_labels`` are ``num_repeats`` copies of G boxes
-        (``t.repeat(num_repeats, ...)``); the costs are computed for the
-        first copy only.
-
-        Returns:
-            :obj:`AssignResult`: ``gt_inds`` index (1-based) the tiled boxes;
-            ``num_gts`` = ``num_repeats * G``.
+            1-based index of the matched tiled box (copy ``c`` of box ``j``
+            is ``c * G + j + 1``; with K = 1, the box); ``labels`` [Q], -1
+            for background; ``num_gts`` = K * G. With K = 1 this is mmdet's
+            ``HungarianAssigner.assign``.
         """
         if gt_bboxes_ignore is not None:
             raise NotImplementedError(
                 'HungarianAssigner does not support gt_bboxes_ignore')
-        gt_bboxes, gt_labels = (untile(gts, num_repeats)
-                                for gts in (gt_bboxes, gt_labels))
         cost = None
         if gt_labels.numel() > 0 and bbox_pred.size(0) > 0:
             cost = self.cost_matrix(bbox_pred, cls_pred, gt_bboxes, gt_labels,

@@ -3,7 +3,7 @@ import torch
 from mmdet.core.bbox.assigners import BaseAssigner
 
 from ..builder import BBOX_ASSIGNERS, build_match_cost
-from .repeated_targets import assign_by_cost, untile
+from .repeated_targets import assign_by_cost
 
 
 @BBOX_ASSIGNERS.register_module()
@@ -80,45 +80,20 @@ class PoseHungarianAssigner(BaseAssigner):
                gt_keypoints,
                gt_areas,
                img_meta,
-               eps=1e-7):
-        """Match queries to persons one-to-one.
+               eps=1e-7,
+               num_repeats=1):
+        """Each person ``num_repeats`` times gets one query.
 
-        Arguments as in :meth:`cost_matrix`. Persons may repeat (e.g. the
-        ground truth tiled for a one-to-many branch); each copy then gets its
-        own query (:meth:`assign_repeated` does that with fewer costs).
+        Arguments as in :meth:`cost_matrix`. ``num_repeats`` (K) matches
+        against the persons tiled K times (``t.repeat(K, ...)``), from the
+        costs of the G persons given (see ``repeated_targets``).
 
         Returns:
             :obj:`AssignResult`: ``gt_inds`` [Q]: 0 for background, else the
-            1-based index of the matched person; ``labels`` [Q]: its label,
-            -1 for background; ``num_gts`` = G.
+            1-based index of the matched tiled person (copy ``c`` of person
+            ``j`` is ``c * G + j + 1``; with K = 1, the person); ``labels``
+            [Q]: its label, -1 for background; ``num_gts`` = K * G.
         """
-        return self.assign_repeated(cls_pred, kpt_pred, gt_labels,
-                                    gt_keypoints, gt_areas, img_meta, eps, 1)
-
-    def assign_repeated(self,
-                        cls_pred,
-                        kpt_pred,
-                        gt_labels,
-                        gt_keypoints,
-                        gt_areas,
-                        img_meta,
-                        eps=1e-7,
-                        num_repeats=1):
-        """:meth:`assign` for persons tiled ``num_repeats`` times.
-
-        Same arguments and result as :meth:`assign`, where ``gt_labels``,
-        ``gt_keypoints`` and ``gt_areas`` are ``num_repeats`` copies of G
-        persons (``t.repeat(num_repeats, ...)``); the costs are computed for
-        the first copy only (see ``repeated_targets``).
-
-        Returns:
-            :obj:`AssignResult`: ``gt_inds`` [Q] index (1-based) the tiled
-            persons, 0 for background; ``labels`` [Q], -1 for background;
-            ``num_gts`` = ``num_repeats * G``.
-        """
-        gt_labels, gt_keypoints, gt_areas = (
-            untile(gts, num_repeats)
-            for gts in (gt_labels, gt_keypoints, gt_areas))
         cost = None
         if gt_labels.numel() > 0 and kpt_pred.size(0) > 0:
             cost = self.cost_matrix(cls_pred, kpt_pred, gt_labels,

@@ -12,34 +12,14 @@ to the copies (it is unless costs tie exactly), each query gets the same
 target as from the tiled matrix; which copy of it may differ, and the copies
 are the same box or person, so the training targets are identical.
 
-Assigners that support this expose ``assign_repeated(..., num_repeats)``
-with the arguments of their ``assign``; :class:`RepeatedTargetsAssigner`
-turns such an assigner into one whose ``assign`` does it, which is how a
-head's unchanged target code matches its one-to-many queries.
+Assigners take the untiled ground truth and ``num_repeats`` (K) as
+arguments (``assign(..., num_repeats=K)``); nothing is tiled.
+:func:`matched_pairs` maps their result back to the untiled targets.
 """
 import numpy as np
 import torch
 from mmdet.core.bbox.assigners import AssignResult
 from scipy.optimize import linear_sum_assignment
-
-
-def untile(targets, num_repeats):
-    """The first of ``num_repeats`` copies of a tiled target tensor.
-
-    Args:
-        targets (Tensor): [num_repeats * G, ...], ``t.repeat(num_repeats,
-            ...)`` of some [G, ...] tensor ``t``.
-        num_repeats (int): Copies, >= 1.
-
-    Returns:
-        Tensor: [G, ...], that ``t``.
-    """
-    num_targets = targets.size(0)
-    if num_repeats < 1 or num_targets % num_repeats:
-        raise ValueError(
-            f'{num_targets} targets are not {num_repeats} copies of one set '
-            f'(num_repeats must be >= 1 and divide the number of targets)')
-    return targets[:num_targets // num_repeats]
 
 
 def candidate_queries(cost, num_repeats):
@@ -146,30 +126,19 @@ def assign_by_cost(cost, gt_labels, num_repeats, num_query, device):
     return AssignResult(num_gts * num_repeats, gt_inds, None, labels=labels)
 
 
-class RepeatedTargetsAssigner:
-    """An assigner whose ``assign`` matches against tiled targets cheaply.
-
-    ``assign(*args)`` returns ``assigner.assign_repeated(*args,
-    num_repeats=num_repeats)``: the same result as ``assigner.assign(*args)``
-    when the targets in ``args`` are tiled ``num_repeats`` times, with the
-    costs computed for one copy.
+def matched_pairs(assign_result, num_targets):
+    """The matched queries and the untiled target of each.
 
     Args:
-        assigner (BaseAssigner): Has ``assign_repeated`` (e.g.
-            ``opera.HungarianAssigner``, ``opera.PoseHungarianAssigner``).
-        num_repeats (int): How many times the targets are tiled.
+        assign_result (:obj:`AssignResult`): From an assigner called with
+            ``num_repeats`` K: ``gt_inds`` index the K-fold tiled targets
+            (copy ``c`` of target ``j`` is ``c * G + j + 1``).
+        num_targets (int): G, the untiled targets.
+
+    Returns:
+        tuple[Tensor, Tensor]: Matched query indices [n] (ascending) and the
+        target ``j`` in [0, G) of each [n].
     """
-
-    def __init__(self, assigner, num_repeats):
-        if not hasattr(assigner, 'assign_repeated'):
-            raise TypeError(
-                f'one-to-many matching needs an assigner with '
-                f'assign_repeated (opera.HungarianAssigner for boxes, '
-                f'opera.PoseHungarianAssigner for poses); '
-                f'train_cfg.assigner is {type(assigner).__name__}')
-        self.assigner = assigner
-        self.num_repeats = num_repeats
-
-    def assign(self, *args, **kwargs):
-        return self.assigner.assign_repeated(
-            *args, num_repeats=self.num_repeats, **kwargs)
+    query_inds = torch.nonzero(assign_result.gt_inds > 0).squeeze(1)
+    tiled_inds = assign_result.gt_inds[query_inds] - 1
+    return query_inds, tiled_inds % max(num_targets, 1)

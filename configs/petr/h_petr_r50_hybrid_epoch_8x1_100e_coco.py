@@ -1,0 +1,18 @@
+# H-PETR R50 (ffn2x, dp0) with the hybrid-epoch scheme instead of the hybrid
+# branch: one group of 1200 queries matched to the ground truth repeated K=5
+# times for the first 67 of the 100 epochs (2/3), one-to-one after; all 1200
+# run at test time; opera.QueryGroupScheduleHook (default_runtime) sets the
+# epoch. No published numbers: the paper reports this scheme for
+# detection only.
+_base_ = './h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0.py'
+model = dict(
+    bbox_head=dict(
+        num_query=1200,
+        num_query_one2many=0,
+        query_groups=[
+            dict(
+                num_queries=1200,
+                num_repeats=5,
+                at_test=True,
+                repeats_schedule=[dict(epoch=67, num_repeats=1)])
+        ]))

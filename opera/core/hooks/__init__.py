@@ -1,0 +1,3 @@
+from .query_group_schedule import QueryGroupScheduleHook
+
+__all__ = ['QueryGroupScheduleHook']
