@@ -128,6 +128,7 @@ def test_refine_decoder_reads_the_memory_of_each_persons_own_image():
     def record_value(module, args, kwargs):
         # mmcv's layers pass (query, key, value, identity) positionally.
         seen.setdefault('values', []).append(args[2].detach())
+        seen.setdefault('persons', []).append(kwargs['per_image_queries'])
 
     transformer.encoder.register_forward_hook(record_memory)
     cross_attn = transformer.refine_decoder.layers[0].attentions[1]
@@ -135,13 +136,17 @@ def test_refine_decoder_reads_the_memory_of_each_persons_own_image():
     cross_attn.register_forward_pre_hook(record_value, with_kwargs=True)
     model.forward_train(**inputs)
 
-    memory, value = seen['memory'], seen['values'][0]  # value [S, n, c]
+    # The values are the images' memories, one per image (value [S, bs, c],
+    # projected once per image); each person's queries sample the value
+    # entry of its slot's image.
+    memory, value = seen['memory'], seen['values'][0]
+    torch.testing.assert_close(value, memory)
+    assert not torch.allclose(value[:, 1], value[:, 0])
+    persons = seen['persons'][0]
     # 2 persons with visible keypoints, once in the one-to-one group and
     # k_one2many = 2 times in the one-to-many group.
-    assert value.size(1) == 2 + 2 * 2
-    for person in range(value.size(1)):
-        torch.testing.assert_close(value[:, person], memory[:, 1])
-        assert not torch.allclose(value[:, person], memory[:, 0])
+    assert persons.num_persons == 2 + 2 * 2
+    assert (persons.slots // persons.max_persons).tolist() == [1] * 6
 
 
 def test_refine_at_test_time_uses_each_images_memory():
@@ -190,7 +195,7 @@ def test_branch_keypoint_losses_are_tiled_and_normalised_per_branch():
         meta['batch_input_shape'] = (h, w)
     outputs = head(model.extract_feat(inputs['img']), inputs['img_metas'])
 
-    e, d, k = 0.01, 0.02, head.hybrid.k_one2many
+    e, d, k = 0.01, 0.02, head.hybrid.groups[1].num_repeats
     target = normalised.flatten(1)  # [3, 2K]
     poses = torch.full_like(outputs['poses'], 0.97)
     poses[:, 0, :3] = target + e

@@ -14,6 +14,14 @@ matched persons) and backward. Matching is also reported per branch: the
 one-to-one decoder queries, the one-to-many queries and the encoder
 proposals.
 
+Next to each time it prints the matmul and convolution FLOPs of that part
+(by the formulas of torch's ``FlopCounterMode``, counted in one extra pass
+that is not timed: forward for inference; forward, loss and backward for a
+train step) and the rate achieved, GFLOP/s, so every run shows how far it
+is from the machine's arithmetic limit. Peak memory is per model: the CUDA
+peak allocated, or on Linux CPUs the peak resident set (VmHWM) during its
+steps, reset before each step.
+
 With ``--vs`` a second config (or the same one with other options) is built
 in the same process and measured round by round in turn with the first, so
 both see the same machine load; the ratios (second / first) are medians of
@@ -24,7 +32,6 @@ import contextlib
 import json
 import logging
 import platform
-import resource
 import sys
 import time
 from statistics import median
@@ -32,6 +39,8 @@ from statistics import median
 import torch
 from mmcv import Config, DictAction
 from mmcv.runner import load_checkpoint
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 import opera  # noqa: F401  (registers modules)
 from opera.models import build_detector
@@ -55,6 +64,9 @@ def parse_args(argv=None):
         default=['infer', 'train'])
     parser.add_argument('--device', default=None, help='cpu or cuda')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--epoch', type=int, default=0,
+        help='training epoch (0-based) for query-group schedules')
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument(
@@ -113,14 +125,57 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def untimed_phase(name):
+    """The phase context of timed steps: nothing."""
+    return contextlib.nullcontext()
+
+
+class FlopCounter(TorchDispatchMode):
+    """Matmul/conv FLOPs of the aten ops run inside, by the formulas of
+    torch's ``FlopCounterMode`` (whose module tracking fails on views of
+    parameters taken under ``no_grad``, as the query embeddings are)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+class PhaseFlops:
+    """Matmul/conv FLOPs of named phases of a step (:class:`FlopCounter`).
+
+    Use an instance as a step's ``phase``: ``with phase('forward'): ...``.
+    """
+
+    def __init__(self):
+        self.totals = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        with FlopCounter() as counter:
+            yield
+        self.totals[name] = self.totals.get(name, 0) + counter.flops
+
+
+def gflops_per_second(flops, seconds):
+    """None without matmul/conv work or time."""
+    return flops / seconds / 1e9 if flops and seconds > 0 else None
+
+
 class MatchingTimer:
     """Wall time inside a head's assigner, per matching branch.
 
-    ``assign_repeated`` calls with ``num_repeats`` > 1 are the one-to-many
-    branch; ``assign`` calls on ``num_query_one2one`` queries the one-to-one
-    decoder queries, on any other number the encoder proposals. A call made
-    from inside another (``assign`` -> ``assign_repeated``) is counted once,
-    by the outer one.
+    ``assign`` calls with ``num_repeats`` > 1 are the one-to-many branch;
+    the others on ``num_query_one2one`` queries the one-to-one decoder
+    queries, on any other number the encoder proposals. A call made from
+    inside another is counted once, by the outer one.
     """
 
     BRANCHES = ('one2one', 'one2many', 'encoder')
@@ -160,25 +215,24 @@ class MatchingTimer:
 
 @contextlib.contextmanager
 def timed_assigner(head, timer):
-    """Time ``assign`` and ``assign_repeated`` of ``head.assigner``."""
+    """Time ``assign`` of ``head.assigner``."""
     assigner = head.assigner
-    names = [
-        name for name in ('assign', 'assign_repeated')
-        if hasattr(assigner, name)
-    ]
-    for name in names:
-        setattr(assigner, name, timer.wrap(getattr(assigner, name)))
+    # An instance attribute (another tool's wrapper) is restored after.
+    previous = vars(assigner).get('assign')
+    assigner.assign = timer.wrap(assigner.assign)
     try:
         yield
     finally:
-        for name in names:
-            delattr(assigner, name)  # back to the class's method
+        if previous is None:
+            del assigner.assign  # back to the class's method
+        else:
+            assigner.assign = previous
 
 
-def inference_step(model, batch, device):
+def inference_step(model, batch, device, phase=untimed_phase):
     """Seconds of one test-time forward pass of the batch."""
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), phase('forward'):
         sync(device)
         start = time.perf_counter()
         model.simple_test(batch['img'], batch['img_metas'])
@@ -196,23 +250,26 @@ def head_losses(head, outs, batch):
                      batch['img_metas'])
 
 
-def train_step(model, batch, device):
-    """Seconds of one training iteration, split into its parts."""
+def train_step(model, batch, device, phase=untimed_phase):
+    """Seconds of one training iteration, split into its parts; ``phase``
+    wraps the forward, loss (with matching) and backward parts."""
     model.train()
     head = model.bbox_head
     model.zero_grad(set_to_none=True)
-    timer = MatchingTimer(device, head.hybrid.num_query_one2one)
+    timer = MatchingTimer(device, head.hybrid.groups[0].num_queries)
     sync(device)
     t0 = time.perf_counter()
-    outs = head(model.extract_feat(batch['img']), batch['img_metas'])
+    with phase('forward'):
+        outs = head(model.extract_feat(batch['img']), batch['img_metas'])
     sync(device)
     t1 = time.perf_counter()
-    with timed_assigner(head, timer):
+    with timed_assigner(head, timer), phase('loss'):
         losses = head_losses(head, outs, batch)
-    total = sum(v for k, v in losses.items() if 'loss' in k)
+        total = sum(v for k, v in losses.items() if 'loss' in k)
     sync(device)
     t2 = time.perf_counter()
-    total.backward()
+    with phase('backward'):
+        total.backward()
     sync(device)
     t3 = time.perf_counter()
     matching = sum(timer.totals.values())
@@ -231,6 +288,8 @@ def measure(step, runs, device, iters, warmup):
 
     Interleaving the models round by round exposes them to the same load
     (a shared CPU), so their ratios are fairer than those of separate runs.
+    Each row also has the step's peak memory (``peak_memory_mb``, None where
+    it cannot be measured).
 
     Returns:
         list[list[dict]]: Per model, the rows of the measured rounds.
@@ -238,15 +297,31 @@ def measure(step, runs, device, iters, warmup):
     rows = [[] for _ in runs]
     for i in range(warmup + iters):
         for model_rows, (model, batch) in zip(rows, runs):
+            reset_peak_memory(device)
             row = step(model, batch, device)
+            row['peak_memory_mb'] = peak_memory_mb(device)
             if i >= warmup:
                 model_rows.append(row)
     return rows
 
 
+def count_flops(step, run_, device):
+    """Matmul/conv FLOPs per phase of one untimed ``step`` of a model."""
+    flops = PhaseFlops()
+    step(*run_, device, phase=flops)
+    flops.totals['total'] = sum(flops.totals.values())
+    return flops.totals
+
+
 def summarise(rows):
-    """Median of every key over the rounds."""
-    return {key: median(row[key] for row in rows) for key in rows[0]}
+    """Median of every time over the rounds, the largest peak memory."""
+    summary = {
+        key: median(row[key] for row in rows)
+        for key in rows[0] if key != 'peak_memory_mb'
+    }
+    peaks = [row['peak_memory_mb'] for row in rows]
+    summary['peak_memory_mb'] = None if None in peaks else max(peaks)
+    return summary
 
 
 def median_ratio(rows_a, rows_b, key_a, key_b=None):
@@ -257,11 +332,28 @@ def median_ratio(rows_a, rows_b, key_a, key_b=None):
     return median(ratios) if all(a[key_a] > 0 for a in rows_a) else None
 
 
+def reset_peak_memory(device):
+    """Start a new peak: CUDA's allocator statistics, or on Linux the
+    process's peak resident set (writing 5 to clear_refs resets VmHWM)."""
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats()
+        return
+    with contextlib.suppress(OSError):
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+
+
 def peak_memory_mb(device):
+    """Peak since :func:`reset_peak_memory`: CUDA max allocated, or the
+    process's peak resident set (VmHWM; None where /proc is missing)."""
     if device.startswith('cuda'):
         return torch.cuda.max_memory_allocated() / 2**20
-    # ru_maxrss is in KiB on Linux: the peak resident set of this process.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with contextlib.suppress(OSError):
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024  # kB
+    return None
 
 
 def build_run(config, cfg_options, checkpoint, args, device):
@@ -273,6 +365,9 @@ def build_run(config, cfg_options, checkpoint, args, device):
     torch.manual_seed(args.seed)
     model = build_detector(cfg.model)
     model.init_weights()
+    # Query groups with an epoch schedule (hybrid epoch) are measured in
+    # their first phase; in training the schedule hook sets the epoch.
+    model.bbox_head.hybrid.set_epoch(args.epoch)
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
     model.to(device)
@@ -326,35 +421,67 @@ def run(args):
             inference = summarise(model_rows)
             inference['images_per_second'] = (
                 batch['img'].size(0) / inference['seconds_per_batch'])
+            inference['flops'] = count_flops(inference_step, run_,
+                                             device)['total']
+            inference['gflops_per_second'] = gflops_per_second(
+                inference['flops'], inference['seconds_per_batch'])
             result['inference'] = inference
     if 'train' in args.mode:
         rows['train_step'] = measure(train_step, runs, device, args.iters,
                                      args.warmup)
-        for result, model_rows in zip(results, rows['train_step']):
-            result['train_step'] = summarise(model_rows)
+        for result, model_rows, run_ in zip(results, rows['train_step'],
+                                            runs):
+            step = summarise(model_rows)
+            result['train_step'] = step
+            result['train_flops'] = count_flops(train_step, run_, device)
+            result['train_gflops_per_second'] = train_rates(
+                step, result['train_flops'])
             result['one2many_over_one2one_matching'] = None
-            if result['train_step']['matching_one2many'] > 0:
+            if step['matching_one2many'] > 0:
                 result['one2many_over_one2one_matching'] = median_ratio(
                     model_rows, model_rows, 'matching_one2one',
                     'matching_one2many')
     for result in results:
-        # On CPU: the whole process's peak, shared by both models.
-        result['peak_memory_mb'] = peak_memory_mb(device)
+        peaks = [result[mode].pop('peak_memory_mb')
+                 for mode in ('inference', 'train_step') if mode in result]
+        result['peak_memory_mb'] = None if None in peaks else max(peaks)
     if args.vs:
         results[0]['vs'] = results[1]
-        results[0]['ratios'] = vs_ratios(rows)
+        results[0]['ratios'] = vs_ratios(rows, *results)
     return results[0]
 
 
-def vs_ratios(rows):
-    """--vs config / this config, medians of the per-round ratios."""
+def train_rates(step, flops):
+    """GFLOP/s of a train step's parts; the loss FLOPs include matching's,
+    so their rate is over the loss and matching time."""
+    seconds = dict(
+        forward=step['forward'],
+        loss=step['loss'] + step['matching'],
+        backward=step['backward'],
+        total=step['total'])
+    return {
+        name: gflops_per_second(flops[name], seconds[name])
+        for name in seconds
+    }
+
+
+def vs_ratios(rows, first, second):
+    """--vs config / this config: medians of the per-round time ratios,
+    and the FLOP ratios."""
     ratios = {}
     if 'inference' in rows:
         ratios['inference_seconds'] = median_ratio(*rows['inference'],
                                                    'seconds_per_batch')
+        ratios['inference_flops'] = (second['inference']['flops'] /
+                                     first['inference']['flops'])
     if 'train_step' in rows:
         for key in ('total', 'forward', 'backward', 'matching'):
             ratios[f'train_{key}'] = median_ratio(*rows['train_step'], key)
+        ratios['train_flops'] = (second['train_flops']['total'] /
+                                 first['train_flops']['total'])
+    if first['peak_memory_mb'] and second['peak_memory_mb']:
+        ratios['peak_memory'] = (second['peak_memory_mb'] /
+                                 first['peak_memory_mb'])
     return ratios
 
 
@@ -368,20 +495,28 @@ def format_table(result):
     ]
     if 'inference' in result:
         inf = result['inference']
+        rate = flops_and_rate(inf['flops'], inf['gflops_per_second'])
         lines.append(f"inference   {inf['seconds_per_batch']:.3f} s/batch, "
-                     f"{inf['images_per_second']:.2f} images/s")
+                     f"{inf['images_per_second']:.2f} images/s, {rate}")
     if 'train_step' in result:
-        step = result['train_step']
-        parts = ', '.join(f'{k} {step[k]:.3f}'
-                          for k in ('forward', 'matching', 'loss', 'backward'))
-        lines.append(f"train step  {step['total']:.3f} s ({parts})")
+        step, flops = result['train_step'], result['train_flops']
+        rates = result['train_gflops_per_second']
+        lines.append(f"train step  {step['total']:.3f} s, "
+                     f"{flops_and_rate(flops['total'], rates['total'])}")
+        for part in ('forward', 'matching', 'loss', 'backward'):
+            line = f'  {part:<9} {step[part]:.3f} s'
+            if part in flops:
+                line += ', ' + flops_and_rate(flops[part], rates[part])
+            lines.append(line + (' (with matching)' if part == 'loss' else ''))
         branches = ', '.join(f"{name} {step['matching_' + name]:.4f}"
                              for name in MatchingTimer.BRANCHES)
         lines.append(f'matching    {branches} s')
         ratio = result['one2many_over_one2one_matching']
         if ratio is not None:
             lines.append(f'            one2many / one2one {ratio:.2f}x')
-    lines.append(f"peak memory {result['peak_memory_mb']:.0f} MiB")
+    peak = result['peak_memory_mb']
+    lines.append('peak memory ' +
+                 ('unknown' if peak is None else f'{peak:.0f} MiB'))
     if 'vs' in result:
         lines += ['', 'vs', format_table(result['vs']), '']
         lines += [
@@ -389,6 +524,12 @@ def format_table(result):
             for name, value in result['ratios'].items() if value is not None
         ]
     return '\n'.join(lines)
+
+
+def flops_and_rate(flops, rate):
+    """'12.3 GFLOP at 45.6 GFLOP/s' (matmul/conv FLOPs)."""
+    text = f'{flops / 1e9:.1f} GFLOP'
+    return text if rate is None else f'{text} at {rate:.1f} GFLOP/s'
 
 
 def main(argv=None):

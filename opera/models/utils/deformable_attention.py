@@ -8,6 +8,11 @@ fp16 training (``fp16 = dict(...)`` in a config: the model runs in
 autocast off, through mmcv's ``force_fp32``. Without fp16 it is mmcv's
 ``MultiScaleDeformableAttention``: same arguments and parameters, so
 checkpoints load unchanged.
+
+With ``per_image_queries`` (a :class:`.PerImageQueries`) the queries come
+batched per person and the values per image (PETR's refine decoder): the
+persons' queries are regrouped by image, so the value projection runs once
+per image instead of once per person, and sampled back per person.
 """
 from mmcv.ops import \
     MultiScaleDeformableAttention as MMCVMultiScaleDeformableAttention
@@ -43,9 +48,24 @@ class MultiScaleDeformableAttention(MMCVMultiScaleDeformableAttention):
                 reference_points=None,
                 spatial_shapes=None,
                 level_start_index=None,
+                per_image_queries=None,
                 **kwargs):
         """See mmcv's ``MultiScaleDeformableAttention.forward``; returns
-        fp32 under fp16 training."""
+        fp32 under fp16 training.
+
+        Args:
+            per_image_queries (PerImageQueries | None): When given, the
+                query batch entries are persons (``query`` [k, n, c],
+                ``reference_points`` [n, k, num_levels, 2 or 4]) and the
+                value batch entries images (``value`` [num_value, bs, c],
+                ``key_padding_mask`` [bs, num_value]); see
+                :meth:`forward_per_image`.
+        """
+        if per_image_queries is not None:
+            return self.forward_per_image(query, value, identity, query_pos,
+                                          key_padding_mask, reference_points,
+                                          spatial_shapes, level_start_index,
+                                          per_image_queries)
         return super().forward(
             query,
             key,
@@ -57,3 +77,51 @@ class MultiScaleDeformableAttention(MMCVMultiScaleDeformableAttention):
             spatial_shapes,
             level_start_index,
             **kwargs)
+
+    def forward_per_image(self, query, value, identity, query_pos,
+                          key_padding_mask, reference_points, spatial_shapes,
+                          level_start_index, per_image_queries):
+        """Persons' queries attend to their image's values, each image's
+        values projected once.
+
+        Args:
+            query (Tensor): [k, n, c] ([n, k, c] if batch_first): k queries
+                for each of n persons.
+            value (Tensor): [num_value, bs, c] ([bs, num_value, c] if
+                batch_first), one entry per image.
+            identity, query_pos (Tensor | None): Shaped like ``query``.
+            key_padding_mask (Tensor | None): [bs, num_value] per image.
+            reference_points (Tensor): [n, k, num_levels, 2 or 4], already
+                scaled by each person's image's valid ratios.
+            spatial_shapes, level_start_index (Tensor): Shared by all images.
+            per_image_queries (PerImageQueries): The image of each person.
+
+        Returns:
+            Tensor: Shaped like ``query``.
+        """
+        if identity is None:
+            identity = query
+        num_per_person = query.size(1 if self.batch_first else 0)
+
+        def to_images(x):
+            if x is None:
+                return None
+            if not self.batch_first:
+                x = x.transpose(0, 1)
+            x = per_image_queries.to_images(x)
+            return x if self.batch_first else x.transpose(0, 1)
+
+        output = super().forward(
+            to_images(query),
+            None,
+            value,
+            to_images(identity),
+            to_images(query_pos),
+            key_padding_mask,
+            per_image_queries.to_images(reference_points),
+            spatial_shapes,
+            level_start_index)
+        if not self.batch_first:
+            output = output.transpose(0, 1)
+        output = per_image_queries.to_persons(output, num_per_person)
+        return output if self.batch_first else output.transpose(0, 1)

@@ -10,6 +10,8 @@
   refines the pose in logit space.
 - Refine ("joint") decoder: K keypoint queries per selected person, each with
   a 2-D reference (its keypoint from the pose decoder), refined per layer.
+  Its cross-attention samples each image's memory, projected once per image,
+  for all persons of the image.
 - Heatmap memory (training only): the stride-8 level of the encoder memory
   through one more single-level deformable encoder layer.
 """
@@ -21,7 +23,11 @@ from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.utils.transformer import inverse_sigmoid
 
 from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .deformable_attention import \
+    MultiScaleDeformableAttention as OperaMultiScaleDeformableAttention
+from .layer_cfgs import StrictLayerSequence
 from .layer_checkpoint import run_layer
+from .per_image_queries import PerImageQueries
 from .pose_attention import PoseDeformableAttention
 from .transformer import DeformableDetrTransformer
 
@@ -41,8 +47,28 @@ def refine_pose(delta, reference_pose):
     return (delta.float() + inverse_sigmoid(reference_pose.float())).sigmoid()
 
 
+def check_refine_cross_attention(refine_decoder):
+    """The refine decoder's cross-attentions must take persons' queries
+    against per-image memory (``per_image_queries``), as
+    ``opera.MultiScaleDeformableAttention`` does."""
+    for index, layer in enumerate(refine_decoder.layers):
+        attention_ops = [
+            op for op in layer.operation_order
+            if op in ('self_attn', 'cross_attn')
+        ]
+        for op, attention in zip(attention_ops, layer.attentions):
+            if op == 'cross_attn' and not isinstance(
+                    attention, OperaMultiScaleDeformableAttention):
+                raise ValueError(
+                    f'refine_decoder layer {index}: the cross-attention must '
+                    f'be opera.MultiScaleDeformableAttention (it samples '
+                    f'each image\'s memory for that image\'s persons), got '
+                    f'{type(attention).__module__}.'
+                    f'{type(attention).__name__}')
+
+
 @TRANSFORMER_LAYER_SEQUENCE.register_module()
-class PETRPoseDecoder(TransformerLayerSequence):
+class PETRPoseDecoder(StrictLayerSequence, TransformerLayerSequence):
     """Pose decoder of PETR: refines a reference pose per query and layer.
 
     Args:
@@ -139,6 +165,7 @@ class PETRTransformer(DeformableDetrTransformer):
             raise ValueError(
                 'refine_decoder needs look_forward_twice=True: its per-layer '
                 'keypoints are the predictions the refine losses train')
+        check_refine_cross_attention(self.refine_decoder)
 
     def init_layers(self):
         """Level embeddings, proposal projection and refine queries."""
@@ -198,14 +225,16 @@ class PETRTransformer(DeformableDetrTransformer):
         output_memory = memory.masked_fill(invalid, 0.)
         return self.enc_output_norm(self.enc_output(output_memory)), proposals
 
-    def propose_poses(self, memory, levels, num_queries, cls_branch,
-                      kpt_branch):
+    def propose_poses(self, memory, levels, num_queries, proposal_ranks,
+                      cls_branch, kpt_branch):
         """Score every point proposal, regress its pose, keep the top ones.
 
         Args:
             memory (Tensor): [bs, S, c].
             levels (dict): See ``flatten_levels``.
             num_queries (int): Proposals to keep (one per active query).
+            proposal_ranks (Tensor | None): [num_queries] long, the rank of
+                the proposal each query takes (None: rank i for query i).
             cls_branch (nn.Module): Proposal class branch.
             kpt_branch (nn.Module): Proposal pose branch (2K offsets).
 
@@ -214,9 +243,11 @@ class PETRTransformer(DeformableDetrTransformer):
             [0, 1], best first (detached); proposal class logits
             [bs, S, C]; proposal poses [bs, S, 2K] in [0, 1].
         """
-        if num_queries > memory.size(1):
+        num_proposals = num_queries if proposal_ranks is None else int(
+            proposal_ranks.max()) + 1
+        if num_proposals > memory.size(1):
             raise ValueError(
-                f'{num_queries} queries need at least as many encoder '
+                f'{num_queries} queries need {num_proposals} encoder '
                 f'positions, but this input gives {memory.size(1)} (feature '
                 f'maps {levels["spatial_shapes"].tolist()}): use larger '
                 f'images or fewer queries')
@@ -225,7 +256,9 @@ class PETRTransformer(DeformableDetrTransformer):
         enc_pose = kpt_branch(output_memory) + points.repeat(
             1, 1, self.num_keypoints)
         # Column 0 scores "person": proposals are trained class-agnostic.
-        topk = enc_cls[..., 0].topk(num_queries, dim=1)[1]
+        topk = enc_cls[..., 0].topk(num_proposals, dim=1)[1]
+        if proposal_ranks is not None:
+            topk = topk[:, proposal_ranks]
         init_poses = enc_pose.gather(
             1,
             topk.unsqueeze(-1).expand(-1, -1, enc_pose.size(-1))).detach()
@@ -262,6 +295,7 @@ class PETRTransformer(DeformableDetrTransformer):
                 query_embed,
                 kpt_branches,
                 cls_branches,
+                proposal_ranks=None,
                 attn_masks=None,
                 with_heatmap=False):
         """Encode, propose poses, decode them.
@@ -275,6 +309,8 @@ class PETRTransformer(DeformableDetrTransformer):
             kpt_branches (nn.ModuleList): Pose branches, one per decoder
                 layer plus the proposal branch last.
             cls_branches (nn.ModuleList): Class branches, same layout.
+            proposal_ranks (Tensor | None): [nq] long, the proposal rank of
+                each query (None: rank i feeds query i).
             attn_masks (list[Tensor | None] | None): One mask per attention
                 of a decoder layer, ``[self_attn_mask, None]``.
             with_heatmap (bool): Also run the heatmap encoder.
@@ -289,8 +325,8 @@ class PETRTransformer(DeformableDetrTransformer):
         memory = self.encode(levels)
         num_dec = self.decoder.num_layers
         init_poses, enc_cls, enc_poses = self.propose_poses(
-            memory, levels, query_embed.size(0), cls_branches[num_dec],
-            kpt_branches[num_dec])
+            memory, levels, query_embed.size(0), proposal_ranks,
+            cls_branches[num_dec], kpt_branches[num_dec])
         query_pos, query = query_embed.split(self.embed_dims, dim=1)
         bs = memory.size(0)
         states, poses = self.decoder(
@@ -320,6 +356,11 @@ class PETRTransformer(DeformableDetrTransformer):
                        refine_branches):
         """Refine the keypoints of selected persons, K queries per person.
 
+        The self-attention runs per person (its K queries); the deformable
+        cross-attention regroups the persons by image, so each layer
+        projects each image's memory once, not once per person
+        (:class:`.PerImageQueries`).
+
         Args:
             memory (Tensor): [bs, S, c] encoder output.
             levels (dict): See ``flatten_levels``.
@@ -339,13 +380,14 @@ class PETRTransformer(DeformableDetrTransformer):
         _, keypoints = self.refine_decoder(
             query=query.unsqueeze(1).expand(-1, num_persons, -1),
             key=None,
-            value=memory[img_inds].permute(1, 0, 2),
+            value=memory.permute(1, 0, 2),
             query_pos=query_pos.unsqueeze(1).expand(-1, num_persons, -1),
-            key_padding_mask=levels['mask'][img_inds],
+            key_padding_mask=levels['mask'],
             reference_points=poses.view(num_persons, self.num_keypoints, 2),
             spatial_shapes=levels['spatial_shapes'],
             level_start_index=levels['level_start_index'],
             valid_ratios=levels['valid_ratios'][img_inds],
             reg_branches=refine_branches,
-            attn_masks=None)
+            attn_masks=None,
+            per_image_queries=PerImageQueries(img_inds, memory.size(0)))
         return keypoints
