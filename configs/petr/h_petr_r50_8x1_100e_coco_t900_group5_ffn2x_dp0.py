@@ -31,7 +31,6 @@ model = dict(
                         dict(
                             type='PoseDeformableAttention',
                             embed_dims=256,
-                            num_points=17,
                             dropout=0.1)
                     ],
                     ffn_cfgs=ffn_2x_dp0)),

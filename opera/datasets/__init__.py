@@ -3,12 +3,13 @@ from .coco import CocoDataset
 from .coco_pose import CocoPoseDataset
 from .crowd_pose import CrowdPoseDataset
 from .data_checks import AnnotationError, ImageFileError
+from .ochuman import OCHumanDataset
 from .pipelines import (DefaultFormatBundle, LoadAnnotations, RandomAffine,
                         RandomCrop, RandomFlip, Resize)
 
 __all__ = [
     'DATASETS', 'PIPELINES', 'AnnotationError', 'CocoDataset',
     'CocoPoseDataset', 'CrowdPoseDataset', 'ImageFileError',
-    'DefaultFormatBundle', 'LoadAnnotations', 'RandomAffine', 'RandomCrop',
-    'RandomFlip', 'Resize'
+    'OCHumanDataset', 'DefaultFormatBundle', 'LoadAnnotations',
+    'RandomAffine', 'RandomCrop', 'RandomFlip', 'Resize'
 ]

@@ -9,6 +9,7 @@ from mmcv.utils import print_log
 from xtcocotools.coco import COCO as XTCOCO
 from xtcocotools.cocoeval import COCOeval as XTCOCOeval
 
+from opera.core.keypoint import COCO, get_keypoint_layout
 from .builder import DATASETS
 from .coco import DEGENERATE_BOX, CocoDataset
 from .data_checks import check_number_lists
@@ -23,7 +24,8 @@ RESULTS_FORMAT = (
 
 @DATASETS.register_module()
 class CocoPoseDataset(CocoDataset):
-    """COCO person keypoints (17 keypoints, one class 'person').
+    """COCO person keypoints (17 keypoints, one class 'person'), or any
+    COCO-format keypoint dataset with its own keypoint layout.
 
     ``get_ann_info`` returns per image:
 
@@ -43,30 +45,26 @@ class CocoPoseDataset(CocoDataset):
     must hold 3K finite numbers.
 
     Args:
+        keypoint_layout (str | dict, optional): The keypoints: a registered
+            layout name ('coco', 'crowdpose', ...) or a dict defining one
+            (see :mod:`opera.core.keypoint.layouts`). Defaults to
+            ``KEYPOINT_LAYOUT``. Its names, sigmas, flip pairs and skeleton
+            are the defaults of the next three arguments.
         flip_pairs (list[list[int]], optional): ``[left, right]`` keypoint
-            index pairs swapped by a mirror. Defaults to ``FLIP_PAIRS``.
+            index pairs swapped by a mirror.
         sigmas (list[float], optional): Per-keypoint OKS sigmas, length K.
-            Defaults to ``SIGMAS``.
         skeleton (list[list[int]], optional): Keypoint index pairs joined
-            when drawing. Defaults to ``SKELETON``.
+            when drawing.
         *args, **kwargs: Those of :class:`opera.datasets.CocoDataset`.
     """
 
     CLASSES = ('person', )
-    KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear',
-                      'right_ear', 'left_shoulder', 'right_shoulder',
-                      'left_elbow', 'right_elbow', 'left_wrist',
-                      'right_wrist', 'left_hip', 'right_hip', 'left_knee',
-                      'right_knee', 'left_ankle', 'right_ankle')
-    FLIP_PAIRS = [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12],
-                  [13, 14], [15, 16]]
-    SIGMAS = [
-        .026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062,
-        .107, .107, .087, .087, .089, .089
-    ]
-    SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11],
-                [6, 12], [5, 6], [5, 7], [6, 8], [7, 9], [8, 10], [1, 2],
-                [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6]]
+    # Names, sigmas, flip pairs and skeleton: opera/core/keypoint/layouts.py.
+    KEYPOINT_LAYOUT = COCO
+    KEYPOINT_NAMES = KEYPOINT_LAYOUT.keypoint_names
+    FLIP_PAIRS = [list(pair) for pair in KEYPOINT_LAYOUT.flip_pairs]
+    SIGMAS = list(KEYPOINT_LAYOUT.sigmas)
+    SKELETON = [list(pair) for pair in KEYPOINT_LAYOUT.skeleton]
     # xtcocotools evaluation: iou type, whether the OKS scale is the
     # annotated area (else 0.53 x box area), and the names of its stats.
     KEYPOINT_IOU_TYPE = 'keypoints'
@@ -81,16 +79,20 @@ class CocoPoseDataset(CocoDataset):
 
     def __init__(self,
                  *args,
+                 keypoint_layout=None,
                  flip_pairs=None,
                  sigmas=None,
                  skeleton=None,
                  **kwargs):
+        self.keypoint_layout = get_keypoint_layout(
+            keypoint_layout or self.KEYPOINT_LAYOUT)
+        self.KEYPOINT_NAMES = self.keypoint_layout.keypoint_names
         if flip_pairs is None:
-            flip_pairs = self.FLIP_PAIRS
+            flip_pairs = self.keypoint_layout.flip_pairs
         if sigmas is None:
-            sigmas = self.SIGMAS
+            sigmas = self.keypoint_layout.sigmas
         if skeleton is None:
-            skeleton = self.SKELETON
+            skeleton = self.keypoint_layout.skeleton
         self.flip_pairs = [list(pair) for pair in flip_pairs]
         self.sigmas = np.array(sigmas, dtype=np.float64)
         self.skeleton = [list(pair) for pair in skeleton]
@@ -317,11 +319,8 @@ class CocoPoseDataset(CocoDataset):
             dict[str, float]: ``keypoints_mAP``, ``keypoints_mAP_50``, ...
             (unrounded) and mmdet's ``bbox_mAP``, ... entries.
         """
+        self.check_metrics(metric)
         metrics = [metric] if isinstance(metric, str) else list(metric)
-        for name in metrics:
-            if name not in self.METRICS:
-                raise KeyError(f"metric '{name}' is not supported by "
-                               f'{type(self).__name__}: use {self.METRICS}')
         bbox_results, keypoint_results = self._split_results(results)
         if 'keypoints' in metrics and keypoint_results is None:
             raise TypeError(f"metric 'keypoints' needs {RESULTS_FORMAT}; got "

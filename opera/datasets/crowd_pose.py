@@ -1,4 +1,5 @@
 """CrowdPose (14 keypoints) with the xtcocotools ``keypoints_crowd`` metric."""
+from opera.core.keypoint import CROWDPOSE
 from .builder import DATASETS
 from .coco_pose import CocoPoseDataset
 
@@ -19,17 +20,11 @@ class CrowdPoseDataset(CocoPoseDataset):
     'keypoints' metric is supported: mmdet's bbox AP needs GT areas.
     """
 
-    KEYPOINT_NAMES = ('left_shoulder', 'right_shoulder', 'left_elbow',
-                      'right_elbow', 'left_wrist', 'right_wrist', 'left_hip',
-                      'right_hip', 'left_knee', 'right_knee', 'left_ankle',
-                      'right_ankle', 'top_head', 'neck')
-    FLIP_PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
-    SIGMAS = [
-        .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089,
-        .089, .079, .079
-    ]
-    SKELETON = [[12, 13], [13, 0], [13, 1], [0, 2], [2, 4], [1, 3], [3, 5],
-                [0, 6], [1, 7], [6, 7], [6, 8], [8, 10], [7, 9], [9, 11]]
+    KEYPOINT_LAYOUT = CROWDPOSE
+    KEYPOINT_NAMES = KEYPOINT_LAYOUT.keypoint_names
+    FLIP_PAIRS = [list(pair) for pair in KEYPOINT_LAYOUT.flip_pairs]
+    SIGMAS = list(KEYPOINT_LAYOUT.sigmas)
+    SKELETON = [list(pair) for pair in KEYPOINT_LAYOUT.skeleton]
     KEYPOINT_IOU_TYPE = 'keypoints_crowd'
     USE_AREA = False
     KEYPOINT_STATS = ('mAP', 'mAP_50', 'mAP_75', 'AR', 'AR_50', 'AR_75',

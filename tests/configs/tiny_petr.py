@@ -28,7 +28,6 @@ model = dict(
                         dict(
                             type='PoseDeformableAttention',
                             embed_dims=256,
-                            num_points=17,
                             dropout=0.)
                     ],
                     ffn_cfgs=ffn)),

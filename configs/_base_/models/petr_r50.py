@@ -1,12 +1,15 @@
 # PETR, R50 (Opera's petr_r50_16x2_100e_coco): two-stage pose proposals,
 # 6-layer deformable encoder, 3-layer pose decoder, 2-layer refine decoder,
 # heatmap branch in training; FFN 1024, dropout 0.1, 300 queries, COCO's 17
-# keypoints. H-PETR variants set num_query_one2many / k_one2many on the head.
+# keypoints: the head's keypoint_layout defaults to 'coco', and K and the OKS
+# sigmas of the transformer, losses and matcher follow from it (set
+# bbox_head.keypoint_layout to a name or a dict for other keypoints,
+# docs/custom_datasets.md; it is not written here so that a dict can replace
+# it). H-PETR variants set num_query_one2many / k_one2many on the head.
 # The opera.* encoder, attentions and assigner are mmdet's / mmcv's with the
 # same parameters, plus: per-group decoder self-attention, fp32 deformable
 # attention under fp16, with_cp, one-to-many matching from untiled costs
 # (docs/hybrid_matching.md, docs/benchmark.md).
-num_keypoints = 17
 embed_dims = 256
 ffn = dict(
     type='FFN',
@@ -49,7 +52,6 @@ model = dict(
     bbox_head=dict(
         type='opera.PETRHead',
         num_classes=1,
-        num_keypoints=num_keypoints,
         num_query=300,
         num_query_one2many=0,
         k_one2many=5,
@@ -58,7 +60,6 @@ model = dict(
         kpt_hidden_dims=512,
         transformer=dict(
             type='opera.PETRTransformer',
-            num_keypoints=num_keypoints,
             encoder=dict(
                 type='opera.DetrTransformerEncoder',
                 num_layers=6,
@@ -70,7 +71,6 @@ model = dict(
             decoder=dict(
                 type='opera.PETRPoseDecoder',
                 num_layers=3,
-                num_keypoints=num_keypoints,
                 transformerlayers=dict(
                     type='BaseTransformerLayer',
                     attn_cfgs=[
@@ -78,7 +78,6 @@ model = dict(
                         dict(
                             type='PoseDeformableAttention',
                             embed_dims=embed_dims,
-                            num_points=num_keypoints,
                             dropout=0.1)
                     ],
                     ffn_cfgs=ffn,
@@ -115,23 +114,17 @@ model = dict(
             alpha=0.25,
             loss_weight=2.0),
         loss_kpt=dict(type='mmdet.L1Loss', loss_weight=70.0),
-        loss_oks=dict(
-            type='opera.OKSLoss', num_keypoints=num_keypoints,
-            loss_weight=2.0),
+        loss_oks=dict(type='opera.OKSLoss', loss_weight=2.0),
         loss_kpt_rpn=dict(type='mmdet.L1Loss', loss_weight=70.0),
         loss_hm=dict(type='mmdet.GaussianFocalLoss', loss_weight=4.0),
         loss_kpt_refine=dict(type='mmdet.L1Loss', loss_weight=80.0),
-        loss_oks_refine=dict(
-            type='opera.OKSLoss', num_keypoints=num_keypoints,
-            loss_weight=3.0),
+        loss_oks_refine=dict(type='opera.OKSLoss', loss_weight=3.0),
         heatmap_target=dict(stride=8, min_overlap=0.9, max_radius=3)),
     train_cfg=dict(
         assigner=dict(
             type='opera.PoseHungarianAssigner',
             cls_cost=dict(type='opera.FocalLossCost', weight=2.0),
             kpt_cost=dict(type='opera.KptL1Cost', weight=70.0),
-            oks_cost=dict(
-                type='opera.OksCost', num_keypoints=num_keypoints,
-                weight=7.0))),
+            oks_cost=dict(type='opera.OksCost', weight=7.0))),
     # Top-100 persons by score, no NMS.
     test_cfg=dict(max_per_img=100))

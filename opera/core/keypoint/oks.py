@@ -10,37 +10,10 @@ constant of the dataset and ``v_k`` is 1 for the labelled keypoints of ``g``
 (visibility flag > 0) and 0 otherwise; ``(2 * sigma_k)^2`` is what the COCO
 API calls the keypoint variance. Distances and areas must be measured in the
 same pixel space, and areas must be positive. A ground truth without any
-labelled keypoint gets OKS 0 with every prediction.
+labelled keypoint gets OKS 0 with every prediction. The sigmas of a dataset
+come from its keypoint layout (:mod:`opera.core.keypoint.layouts`).
 """
 import torch
-
-COCO_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
-               0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
-CROWDPOSE_SIGMAS = (0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107,
-                    0.087, 0.087, 0.089, 0.089, 0.079, 0.079)
-DEFAULT_SIGMAS = {17: COCO_SIGMAS, 14: CROWDPOSE_SIGMAS}
-
-
-def resolve_sigmas(num_keypoints=17, sigmas=None):
-    """Per-keypoint OKS constants.
-
-    Args:
-        num_keypoints (int): K. Without ``sigmas``: 17 gives the COCO
-            constants, 14 the CrowdPose ones.
-        sigmas (Sequence[float], optional): Explicit constants, length K.
-
-    Returns:
-        tuple[float]: K constants.
-    """
-    if sigmas is None:
-        if num_keypoints not in DEFAULT_SIGMAS:
-            raise ValueError(f'No default OKS sigmas for {num_keypoints} '
-                             'keypoints; pass `sigmas`.')
-        return DEFAULT_SIGMAS[num_keypoints]
-    if len(sigmas) != num_keypoints:
-        raise ValueError(f'Got {len(sigmas)} sigmas for {num_keypoints} '
-                         'keypoints.')
-    return tuple(float(sigma) for sigma in sigmas)
 
 
 def _oks_from_squared_distances(squared_distances, visible, areas, sigmas):

@@ -1,40 +1,32 @@
 """Which limbs to draw for a keypoint layout.
 
-The skeletons themselves are defined once, next to the keypoint names, on
-the pose dataset classes (``CocoPoseDataset.SKELETON``,
-``CrowdPoseDataset.SKELETON``); this module only picks one by the number of
-keypoints K of a result.
+The skeletons themselves are part of the keypoint layouts
+(:mod:`opera.core.keypoint.layouts`); this module only picks one by the
+number of keypoints K of a result.
 """
 import warnings
 
-
-def _known_layouts():
-    """Pose dataset classes whose skeletons are known, keyed by K."""
-    # Imported here: opera.datasets imports opera.core.
-    from opera.datasets import CocoPoseDataset, CrowdPoseDataset
-    return {
-        len(layout.KEYPOINT_NAMES): layout
-        for layout in (CocoPoseDataset, CrowdPoseDataset)
-    }
+from opera.core.keypoint import layouts_with
 
 
 def skeleton_of(num_keypoints):
-    """The limbs of the known keypoint layout with ``num_keypoints`` points.
+    """The limbs of the registered keypoint layout with ``num_keypoints``.
 
     Args:
-        num_keypoints (int): K, e.g. 17 (COCO) or 14 (CrowdPose).
+        num_keypoints (int): K, e.g. 17 (COCO) or 14 (CrowdPose). With
+            several layouts of K keypoints, the first registered one.
 
     Returns:
         list[list[int]]: ``[i, j]`` keypoint index pairs joined by a limb;
         empty (keypoints are then drawn without limbs, with a warning) for
-        a layout that is not known.
+        a K that no layout has.
     """
-    layout = _known_layouts().get(num_keypoints)
-    if layout is None:
-        known = sorted(_known_layouts())
+    layouts = layouts_with(num_keypoints)
+    if not layouts:
         warnings.warn(
-            f'no skeleton is known for {num_keypoints} keypoints (known: '
-            f'{known}); drawing keypoints without limbs. Pass skeleton=... '
-            '(e.g. your dataset\'s SKELETON) to draw limbs.')
+            f'no skeleton is known for {num_keypoints} keypoints; drawing '
+            'keypoints without limbs. Pass skeleton=... (e.g. your '
+            "dataset's skeleton) or register your keypoint layout "
+            '(opera.core.keypoint.register_keypoint_layout) to draw limbs.')
         return []
-    return [list(pair) for pair in layout.SKELETON]
+    return [list(pair) for pair in layouts[0].skeleton]

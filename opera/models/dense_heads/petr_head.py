@@ -3,8 +3,9 @@
 Each query predicts a person score and a pose of K keypoints (normalised by
 the image size); the person box is the rectangle around the keypoints. The
 refine decoder then refines the keypoints of the persons kept. With
-``num_query_one2many > 0`` the head is H-PETR; the hybrid logic itself is in
-:class:`opera.models.utils.HybridQueryGroups`.
+``num_query_one2many > 0`` the head is H-PETR; other query groups give the
+hybrid-epoch and hybrid-layer schemes. The groups, their matching and the
+combination of their losses are :class:`opera.models.utils.HybridQueryGroups`.
 """
 import copy
 
@@ -15,11 +16,15 @@ from mmcv.cnn.bricks.transformer import build_positional_encoding
 from mmcv.runner import BaseModule, force_fp32
 
 from opera.core.bbox import build_assigner
+from opera.core.keypoint import get_keypoint_layout
 from ..builder import HEADS, build_model
 from ..utils.arguments import reject_unknown_cfg_keys
 from ..utils.builder import TRANSFORMER
-from ..utils.hybrid_matching import HybridQueryGroups
+from ..utils.hybrid_matching import build_query_groups
 from ..utils.padding import masks_and_positions
+from .keypoint_layout_cfg import (oks_cfg_with_layout,
+                                  train_cfg_with_layout,
+                                  transformer_with_layout)
 from .petr_losses import PETRLossMixin
 
 
@@ -43,11 +48,20 @@ class PETRHead(PETRLossMixin, BaseModule):
 
     Args:
         num_classes (int): Person classes (1).
-        num_keypoints (int): K.
-        num_query (int): One-to-one queries (the only ones at test time).
+        keypoint_layout (str | dict): The keypoints (a registered name such
+            as 'coco' or 'crowdpose', or a dict defining a layout, see
+            :mod:`opera.core.keypoint.layouts`). K and the OKS sigmas follow
+            from it: they are filled into ``transformer`` (its and its pose
+            decoder's ``num_keypoints``, the pose attention's
+            ``num_points``), the OKS losses and the assigner's OKS cost.
+        num_keypoints (int, optional): K; if given it must equal the
+            layout's.
+        num_query (int): Queries run at test time.
         num_query_one2many (int): One-to-many queries, training only.
         k_one2many (int): Ground-truth repeats for the one-to-many group.
         lambda_one2many (float): Weight of the one-to-many losses.
+        query_groups (list[dict] | None): The query groups in place of the
+            hybrid-branch keys (see ``opera.HybridDeformableDETRHead``).
         split_self_attn (bool): Decoder self-attention group by group
             (True) or masked over all queries (False); same outputs.
         num_kpt_fcs (int): Hidden-to-hidden layers of the pose branches (and
@@ -75,11 +89,13 @@ class PETRHead(PETRLossMixin, BaseModule):
 
     def __init__(self,
                  num_classes=1,
-                 num_keypoints=17,
+                 keypoint_layout='coco',
+                 num_keypoints=None,
                  num_query=300,
                  num_query_one2many=0,
                  k_one2many=5,
                  lambda_one2many=1.0,
+                 query_groups=None,
                  split_self_attn=True,
                  num_kpt_fcs=2,
                  kpt_hidden_dims=512,
@@ -110,13 +126,28 @@ class PETRHead(PETRLossMixin, BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg)
         reject_unknown_cfg_keys(train_cfg, test_cfg)
-        self.hybrid = HybridQueryGroups(num_query, num_query_one2many,
-                                        k_one2many, lambda_one2many,
-                                        split_self_attn)
+        self.keypoint_layout = get_keypoint_layout(keypoint_layout)
+        if num_keypoints not in (None, self.keypoint_layout.num_keypoints):
+            raise ValueError(
+                f'num_keypoints={num_keypoints} but keypoint layout '
+                f"'{self.keypoint_layout.name}' has "
+                f'{self.keypoint_layout.num_keypoints}; set only '
+                'keypoint_layout')
+        transformer = transformer_with_layout(transformer,
+                                              self.keypoint_layout)
+        loss_oks = oks_cfg_with_layout(loss_oks, self.keypoint_layout,
+                                       'loss_oks')
+        loss_oks_refine = oks_cfg_with_layout(
+            loss_oks_refine, self.keypoint_layout, 'loss_oks_refine')
+        train_cfg = train_cfg_with_layout(train_cfg, self.keypoint_layout)
+        self.hybrid = build_query_groups(
+            num_query, num_query_one2many, k_one2many, lambda_one2many,
+            query_groups, transformer['decoder']['num_layers'],
+            split_self_attn)
         # Set to True by mmcv's wrap_fp16_model (Fp16OptimizerHook).
         self.fp16_enabled = False
         self.num_classes = num_classes
-        self.num_keypoints = num_keypoints
+        self.num_keypoints = self.keypoint_layout.num_keypoints
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
         self.heatmap_target = heatmap_target
@@ -125,6 +156,7 @@ class PETRHead(PETRLossMixin, BaseModule):
         self.hm_prior_prob = hm_prior_prob
         if train_cfg is not None:
             self.assigner = build_assigner(train_cfg['assigner'])
+            self.hybrid.check_assigner(self.assigner)
         self.loss_cls = build_model(loss_cls)
         if not self.loss_cls.use_sigmoid:
             raise ValueError('PETRHead needs a sigmoid class loss')
@@ -188,8 +220,8 @@ class PETRHead(PETRLossMixin, BaseModule):
         masks, positions = masks_and_positions(
             mlvl_feats, img_metas, self.positional_encoding)
         num_queries = self.hybrid.num_active_queries(self.training)
-        self_attn_mask = self.hybrid.self_attn_mask(num_queries,
-                                                    mlvl_feats[0].device)
+        device = mlvl_feats[0].device
+        self_attn_mask = self.hybrid.self_attn_mask(num_queries, device)
         outputs = self.transformer(
             mlvl_feats,
             masks,
@@ -197,6 +229,7 @@ class PETRHead(PETRLossMixin, BaseModule):
             self.query_embedding.weight[:num_queries],
             self.kpt_branches,
             self.cls_branches,
+            proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
             attn_masks=[self_attn_mask, None],
             with_heatmap=self.training)
         outputs['cls_scores'] = torch.stack([
@@ -252,34 +285,28 @@ class PETRHead(PETRLossMixin, BaseModule):
     @force_fp32(apply_to=('outputs', ))
     def loss(self, outputs, gt_bboxes, gt_labels, gt_keypoints, gt_areas,
              img_metas):
-        """Decoder losses of each query group, proposal, heatmap and refine
-        losses.
+        """Losses of every (decoder layer, query group), of the proposals,
+        the heatmaps and the refine decoder.
 
-        The one-to-one group is matched to the ground truth, the one-to-many
-        group to it tiled ``k_one2many`` times (matched from the untiled
-        costs), each at every decoder layer and normalised on its own. The
-        refine decoder trains on the persons matched at the last layer by
-        both groups. Computed in fp32 under fp16 (the refine decoder too).
+        Each query group is matched and normalised on its own at every
+        decoder layer, against the ground truth repeated that group's K at
+        that layer (see ``HybridQueryGroups.loss``). The refine decoder
+        trains on the persons matched at the last layer by every group.
+        Computed in fp32 under fp16 (the refine decoder too).
         """
-        cls_one2one, cls_one2many = self.hybrid.split(
-            outputs['cls_scores'], dim=2)
-        poses_one2one, poses_one2many = self.hybrid.split(
-            outputs['poses'], dim=2)
-        losses, positives = self.decoder_losses(cls_one2one, poses_one2one,
-                                                gt_labels, gt_keypoints,
-                                                gt_areas, img_metas)
-        if cls_one2many is not None:
-            with self.hybrid.one2many_matching(self):
-                losses_one2many, positives_one2many = self.decoder_losses(
-                    cls_one2many, poses_one2many,
-                    *(self.hybrid.tile_targets(gts)
-                      for gts in (gt_labels, gt_keypoints, gt_areas)),
-                    img_metas)
-            losses = self.hybrid.combine_losses(losses, losses_one2many)
-            positives = {
-                name: torch.cat([value, positives_one2many[name]])
-                for name, value in positives.items()
-            }
+
+        def layer_group_loss(predictions, num_repeats):
+            return self.layer_losses(*predictions, gt_labels, gt_keypoints,
+                                     gt_areas, img_metas, self.loss_kpt,
+                                     self.loss_oks, num_repeats)
+
+        losses, last_positives = self.hybrid.loss(layer_group_loss,
+                                                  outputs['cls_scores'],
+                                                  outputs['poses'])
+        positives = {
+            name: torch.cat([group[name] for group in last_positives])
+            for name in last_positives[0]
+        }
         losses.update(
             self.encoder_losses(outputs['enc_cls'], outputs['enc_poses'],
                                 gt_labels, gt_keypoints, gt_areas, img_metas))
@@ -320,8 +347,21 @@ class PETRHead(PETRLossMixin, BaseModule):
         """Top ``max_per_img`` one-to-one persons per image (no NMS), their
         keypoints from the refine decoder, boxes around the keypoints (in
         fp32 under fp16)."""
-        cls_scores = self.hybrid.split(outputs['cls_scores'][-1], dim=1)[0]
-        poses = self.hybrid.split(outputs['poses'][-1], dim=1)[0]
+        return self.results_in_pixels(*self.top_persons(outputs), img_metas,
+                                      rescale)
+
+    def top_persons(self, outputs):
+        """Top ``max_per_img`` one-to-one persons per image and their
+        refined keypoints: the tensor part of :meth:`get_results` (what an
+        ONNX export of the model computes).
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: scores [bs, m] (best first),
+            labels [bs, m] and keypoints [bs, m, K, 2] in [0, 1] of the
+            image.
+        """
+        cls_scores = self.hybrid.test_part(outputs['cls_scores'][-1], dim=1)
+        poses = self.hybrid.test_part(outputs['poses'][-1], dim=1)
         bs, num_query, num_classes = cls_scores.shape
         max_per_img = min(self.test_cfg['max_per_img'],
                           num_query * num_classes)
@@ -334,6 +374,12 @@ class PETRHead(PETRLossMixin, BaseModule):
             bs, device=poses.device).repeat_interleave(max_per_img)
         keypoints = self.refine(outputs, kept.flatten(0, 1), img_inds)[-1]
         keypoints = keypoints.view(bs, max_per_img, self.num_keypoints, 2)
+        return scores, labels, keypoints
+
+    def results_in_pixels(self, scores, labels, keypoints, img_metas,
+                          rescale=False):
+        """Per-image results of :meth:`top_persons`' outputs: keypoints in
+        pixels, boxes around them (see :meth:`simple_test`)."""
         results = []
         for img_id, meta in enumerate(img_metas):
             kpts = self.keypoints_in_pixels(keypoints[img_id], meta, rescale)

@@ -3,15 +3,21 @@ from mmdet.models.detectors import DETR
 from mmdet.models.detectors.single_stage import SingleStageDetector
 
 from opera.core.keypoint import bbox_kpt2result
+from opera.core.keypoint.aug_merge import merge_aug_poses
 from opera.core.visualization import imshow_det_keypoints, split_result
 from ..builder import DETECTORS
+
+# test_cfg keys of the test-time augmentation (read here, not by the head).
+AUG_TEST_CFG_KEYS = ('nms', 'score_thr')
 
 
 @DETECTORS.register_module()
 class PETR(DETR):
     """Backbone + neck + :class:`PETRHead`; NMS-free pose estimation.
 
-    Works with any batch size in training and testing, on CPU and GPU.
+    Works with any batch size in training and testing (test-time
+    augmentation included), on CPU and GPU. ``test_cfg`` holds the head's
+    ``max_per_img`` and, for :meth:`aug_test`, ``nms`` and ``score_thr``.
     """
 
     def __init__(self,
@@ -21,6 +27,10 @@ class PETR(DETR):
                  train_cfg=None,
                  test_cfg=None,
                  init_cfg=None):
+        head_test_cfg = None if test_cfg is None else {
+            key: value
+            for key, value in test_cfg.items() if key not in AUG_TEST_CFG_KEYS
+        }
         # mmdet's DETR has no neck; its parent does.
         SingleStageDetector.__init__(
             self,
@@ -28,8 +38,9 @@ class PETR(DETR):
             neck,
             bbox_head,
             train_cfg=train_cfg,
-            test_cfg=test_cfg,
+            test_cfg=head_test_cfg,
             init_cfg=init_cfg)
+        self.test_cfg = test_cfg
 
     def forward_train(self,
                       img,
@@ -77,6 +88,60 @@ class PETR(DETR):
                             self.bbox_head.num_classes)
             for boxes, labels, keypoints in results
         ]
+
+    def forward_test(self, imgs, img_metas, **kwargs):
+        """mmdet's, except that several augmentations go to
+        :meth:`aug_test` for any batch size (mmdet asserts 1).
+
+        Args:
+            imgs (list[Tensor]): Per augmentation [bs, 3, H, W].
+            img_metas (list[list[dict]]): Per augmentation, per image.
+        """
+        if isinstance(imgs, list) and len(imgs) > 1:
+            if len(imgs) != len(img_metas):
+                raise ValueError(f'{len(imgs)} augmentations of the images '
+                                 f'but {len(img_metas)} of their metas')
+            return self.aug_test(imgs, img_metas, **kwargs)
+        return super().forward_test(imgs, img_metas, **kwargs)
+
+    def aug_test(self, imgs, img_metas, rescale=False):
+        """Persons of a batch from several runs, e.g. each image and its
+        horizontal flip (``MultiScaleFlipAug(flip=True)``), as Opera's
+        ``PETR.aug_test``.
+
+        Every run's keypoints are mapped back to the original image (the
+        flip undone, left and right keypoints swapped by the head's keypoint
+        layout), the persons of all runs concatenated and an NMS
+        (``test_cfg.nms``) keeps at most ``test_cfg.max_per_img``; see
+        :func:`opera.core.keypoint.aug_merge.merge_aug_poses`.
+
+        Args:
+            imgs (list[Tensor]): Per run [bs, 3, H, W].
+            img_metas (list[list[dict]]): Per run, per image.
+            rescale (bool): Results in pixels of the original images
+                (else of each run's resized image: one scale only).
+
+        Returns:
+            list[tuple[list[np.ndarray], list[np.ndarray]]]: As
+            :meth:`simple_test`.
+        """
+        runs = []
+        for img, metas in zip(imgs, img_metas):
+            for meta in metas:
+                meta['batch_input_shape'] = tuple(img.shape[-2:])
+            runs.append(
+                self.bbox_head.simple_test(
+                    self.extract_feat(img), metas, rescale=False))
+        results = []
+        for img_id in range(len(img_metas[0])):
+            boxes, labels, keypoints = merge_aug_poses(
+                [run[img_id] for run in runs],
+                [metas[img_id] for metas in img_metas],
+                self.bbox_head.keypoint_layout, self.test_cfg, rescale)
+            results.append(
+                bbox_kpt2result(boxes, labels, keypoints,
+                                self.bbox_head.num_classes))
+        return results
 
     def show_result(self,
                     img,

@@ -4,7 +4,7 @@ import torch.nn as nn
 from mmdet.models.losses.utils import weighted_loss
 
 from ..builder import LOSSES
-from opera.core.keypoint.oks import aligned_oks, resolve_sigmas
+from opera.core.keypoint import aligned_oks, resolve_sigmas
 
 
 @weighted_loss
@@ -46,12 +46,15 @@ class OKSLoss(nn.Module):
 
     Args:
         linear (bool): Use ``1 - OKS``. Default False.
-        num_keypoints (int): K; picks the COCO (17) or CrowdPose (14) sigmas
-            unless ``sigmas`` is given.
+        num_keypoints (int): K; without ``sigmas`` or ``keypoint_layout``
+            picks the sigmas of the registered layout of K keypoints (17:
+            COCO, 14: CrowdPose).
         eps (float): Lower bound of OKS inside the log.
         reduction (str): 'none', 'mean' or 'sum'.
         loss_weight (float): Factor on the loss.
         sigmas (Sequence[float], optional): Explicit per-keypoint constants.
+        keypoint_layout (str | dict, optional): Take the sigmas of this
+            layout (see :mod:`opera.core.keypoint.layouts`).
     """
 
     def __init__(self,
@@ -60,10 +63,11 @@ class OKSLoss(nn.Module):
                  eps=1e-6,
                  reduction='mean',
                  loss_weight=1.0,
-                 sigmas=None):
+                 sigmas=None,
+                 keypoint_layout=None):
         super().__init__()
         self.linear = linear
-        self.sigmas = resolve_sigmas(num_keypoints, sigmas)
+        self.sigmas = resolve_sigmas(num_keypoints, sigmas, keypoint_layout)
         self.eps = eps
         self.reduction = reduction
         self.loss_weight = loss_weight

@@ -1,5 +1,5 @@
 """Pose matching costs of PETR: keypoint L1 and negative OKS."""
-from opera.core.keypoint.oks import pairwise_oks, resolve_sigmas
+from opera.core.keypoint import pairwise_oks, resolve_sigmas
 
 from ..builder import MATCH_COST
 
@@ -51,14 +51,21 @@ class OksCost:
 
     Args:
         weight (float): Factor on the cost.
-        num_keypoints (int): K; picks the COCO (17) or CrowdPose (14) sigmas
-            unless ``sigmas`` is given.
+        num_keypoints (int): K; without ``sigmas`` or ``keypoint_layout``
+            picks the sigmas of the registered layout of K keypoints (17:
+            COCO, 14: CrowdPose).
         sigmas (Sequence[float], optional): Explicit per-keypoint constants.
+        keypoint_layout (str | dict, optional): Take the sigmas of this
+            layout (see :mod:`opera.core.keypoint.layouts`).
     """
 
-    def __init__(self, weight=1.0, num_keypoints=17, sigmas=None):
+    def __init__(self,
+                 weight=1.0,
+                 num_keypoints=17,
+                 sigmas=None,
+                 keypoint_layout=None):
         self.weight = weight
-        self.sigmas = resolve_sigmas(num_keypoints, sigmas)
+        self.sigmas = resolve_sigmas(num_keypoints, sigmas, keypoint_layout)
 
     def __call__(self, kpt_pred, gt_keypoints, gt_areas):
         """Pairwise cost.

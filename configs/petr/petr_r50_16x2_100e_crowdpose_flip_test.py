@@ -1,0 +1,30 @@
+# petr_r50_16x2_100e_crowdpose tested on each image and its horizontal flip,
+# the two sets of persons merged as Opera's flip test: keypoints of the flipped
+# run mapped back (left/right swapped), soft-NMS (IoU 0.5) on the keypoint
+# boxes, top 100. For an NMS by pose similarity use
+# nms=dict(type='oks_nms', oks_thr=0.9) (docs/model_zoo.md).
+_base_ = './petr_r50_16x2_100e_crowdpose.py'
+model = dict(
+    test_cfg=dict(
+        max_per_img=100,
+        score_thr=0.,
+        nms=dict(type='soft_nms', iou_threshold=0.5)))
+img_norm_cfg = dict(
+    mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='MultiScaleFlipAug',
+        img_scale=(1333, 800),
+        flip=True,
+        transforms=[
+            dict(type='Resize', keep_ratio=True),
+            dict(type='RandomFlip'),
+            dict(type='Normalize', **img_norm_cfg),
+            dict(type='Pad', size_divisor=1),
+            dict(type='DefaultFormatBundle'),
+            dict(type='Collect', keys=['img'])
+        ])
+]
+data = dict(
+    val=dict(pipeline=test_pipeline), test=dict(pipeline=test_pipeline))
