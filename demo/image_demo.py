@@ -2,12 +2,16 @@
 
     python demo/image_demo.py INPUT CONFIG CHECKPOINT [--out-file OUT]
         [--device cpu] [--score-thr 0.3] [--kpt-score-thr 0.3]
+        [--backend pytorch|onnxruntime]
 
 INPUT is an image file, a folder of images or a video file. Detection
 models draw boxes with class names and scores; pose models draw each person
 (box, score, keypoints and limbs) in its own colour. Without ``--out-file``
 the result goes to ``work_dirs/demo/`` (an image ``<name>.png``, a folder
-``<folder>/``, a video ``<name>.mp4``). Runs on CPU.
+``<folder>/``, a video ``<name>.mp4``). Runs on CPU. With ``--backend
+onnxruntime`` CHECKPOINT is an .onnx file of
+``tools/deployment/pytorch2onnx.py``, run by ONNX Runtime on CPU (images are
+resized to its input size; see docs/deployment.md).
 """
 import argparse
 import os
@@ -36,7 +40,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('input', help='image file, image folder or video')
     parser.add_argument('config', help='model config file')
-    parser.add_argument('checkpoint', help='model weights')
+    parser.add_argument(
+        'checkpoint',
+        help='model weights, or the .onnx file with --backend onnxruntime')
+    parser.add_argument(
+        '--backend',
+        choices=['pytorch', 'onnxruntime'],
+        default='pytorch',
+        help='what runs the network')
     parser.add_argument(
         '--out-file',
         help='where to write: an image file for an image, a folder for a '
@@ -61,6 +72,12 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override config entries, e.g. model.test_cfg.max_per_img=20')
+    parser.add_argument(
+        '--non-strict',
+        action='store_true',
+        help='load a checkpoint that lacks some of the model keys (they '
+        'keep their initial values) or has extra ones; by default missing '
+        'or unexpected keys stop the demo')
     return parser.parse_args(argv)
 
 
@@ -146,8 +163,17 @@ def main(argv=None):
     args = parse_args(argv)
     kind = input_kind(args.input)
     out = args.out_file or default_output(args.input, kind)
-    model = init_model(args.config, args.checkpoint, args.device,
-                       args.cfg_options)
+    if args.backend == 'onnxruntime':
+        from opera.apis.onnx_backend import init_onnx_model
+        model = init_onnx_model(args.config, args.checkpoint,
+                                args.cfg_options)
+    else:
+        model = init_model(
+            args.config,
+            args.checkpoint,
+            args.device,
+            args.cfg_options,
+            strict=not args.non_strict)
     if kind == 'image':
         draw(model, mmcv.imread(args.input), args, out)
     elif kind == 'folder':

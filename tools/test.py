@@ -1,7 +1,13 @@
 """Test (and evaluate) a checkpoint.
 
     python tools/test.py CONFIG CHECKPOINT --eval bbox [options]
+    python tools/test.py CONFIG MODEL.onnx --backend onnxruntime --eval bbox
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES --eval bbox
+
+With ``--backend onnxruntime`` the network runs in ONNX Runtime from a file
+of ``tools/deployment/pytorch2onnx.py``; the test pipeline then resizes
+every image to the file's input size, and pre- and post-processing are the
+PyTorch path's (see docs/deployment.md).
 
 ``--cfg-options data_root=PATH`` moves every dataset path of the config to
 PATH (see ``opera.utils.replace_data_root``).
@@ -14,12 +20,13 @@ import time
 
 import mmcv
 from mmcv import DictAction
-from mmcv.runner import get_dist_info, load_checkpoint, wrap_fp16_model
+from mmcv.runner import get_dist_info, wrap_fp16_model
 from mmdet.datasets import (build_dataloader, build_dataset,
                             replace_ImageToTensor)
 from mmdet.utils import setup_multi_processes
 
 import opera  # noqa: F401  (fills the registries)
+from mmcv_custom import load_checkpoint_checked
 from opera.apis import multi_gpu_test, single_gpu_test, wrap_model
 from opera.models import build_detector
 from opera.utils import check_data_paths, init_dist, load_config
@@ -31,7 +38,14 @@ def parse_args():
     """Parse and sanity-check the command line."""
     parser = argparse.ArgumentParser(description='Test a detector')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint',
+        help='checkpoint file, or the .onnx file with --backend onnxruntime')
+    parser.add_argument(
+        '--backend',
+        choices=['pytorch', 'onnxruntime'],
+        default='pytorch',
+        help='what runs the network (onnxruntime: one process, CPU)')
     parser.add_argument('--work-dir', help='folder for the metrics json')
     parser.add_argument('--out', help='save the raw results to this .pkl')
     parser.add_argument(
@@ -62,6 +76,12 @@ def parse_args():
         'through the process group')
     parser.add_argument('--tmpdir', help='accepted for compatibility')
     parser.add_argument(
+        '--non-strict',
+        action='store_true',
+        help='load a checkpoint that lacks some of the model keys (they '
+        'keep their initial values) or has extra ones; by default missing '
+        'or unexpected keys stop the run')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -89,6 +109,8 @@ def _check_args(parser, args):
         parser.error('--out must name a .pkl or .pickle file.')
     if args.launcher != 'none' and (args.show or args.show_dir):
         parser.error('--show and --show-dir work in a single process only.')
+    if args.backend == 'onnxruntime' and args.launcher != 'none':
+        parser.error('--backend onnxruntime runs in a single process only.')
 
 
 def loader_args(cfg, distributed):
@@ -117,16 +139,41 @@ def build_test_loader(cfg, distributed):
     return build_dataloader(dataset, **args)
 
 
-def load_model(cfg, checkpoint_path, dataset):
-    """Build the detector and load its weights and class names."""
+def load_model(cfg, checkpoint_path, dataset, strict=True):
+    """Build the detector and load its weights and class names.
+
+    A parameter of another shape always stops; missing or unexpected keys
+    stop too unless ``strict`` is False (``--non-strict``).
+    """
     cfg.model.train_cfg = None
     model = build_detector(cfg.model)
     if cfg.get('fp16') is not None:
         wrap_fp16_model(model)
-    checkpoint = load_checkpoint(model, checkpoint_path, map_location='cpu')
+    checkpoint = load_checkpoint_checked(
+        model, checkpoint_path, map_location='cpu', strict=strict)
     meta = checkpoint.get('meta', {})
     model.CLASSES = meta.get('CLASSES', dataset.CLASSES)
     return model
+
+
+def load_onnx_model(cfg, onnx_file):
+    """ONNX Runtime behind the detector interface; fixes the test
+    pipeline's resize to the file's input size."""
+    from opera.apis.onnx_backend import (ONNXRuntimeDetector,
+                                         fixed_size_pipeline, input_size_of)
+    cfg.data.test.pipeline = fixed_size_pipeline(cfg.data.test.pipeline,
+                                                 input_size_of(onnx_file))
+    cfg.model.train_cfg = None
+    detector = build_detector(cfg.model)  # post-processing and drawing only
+    return ONNXRuntimeDetector(onnx_file, detector)
+
+
+def check_metrics(dataset, metrics):
+    """Raise KeyError naming a metric the dataset cannot evaluate."""
+    datasets = getattr(dataset, 'datasets', [dataset])  # ConcatDataset
+    for inner in datasets:
+        if hasattr(inner, 'check_metrics'):
+            inner.check_metrics(metrics)
 
 
 def evaluate(dataset, results, cfg, args):
@@ -172,9 +219,20 @@ def main():
     if distributed:
         init_dist(args.launcher, **cfg.get('dist_params', {}))
 
+    if args.backend == 'onnxruntime':
+        onnx_model = load_onnx_model(cfg, args.checkpoint)
     data_loader = build_test_loader(cfg, distributed)
     dataset = data_loader.dataset
-    model = wrap_model(load_model(cfg, args.checkpoint, dataset), distributed)
+    if args.eval:
+        # Before inference, which may take hours.
+        check_metrics(dataset, args.eval)
+    if args.backend == 'onnxruntime':
+        onnx_model.CLASSES = dataset.CLASSES
+        model = wrap_model(onnx_model, distributed)
+    else:
+        model = wrap_model(
+            load_model(cfg, args.checkpoint, dataset, not args.non_strict),
+            distributed)
     if distributed:
         results = multi_gpu_test(model, data_loader, args.tmpdir,
                                  args.gpu_collect)
