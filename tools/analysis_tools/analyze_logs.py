@@ -7,7 +7,9 @@
 ``plot_curve`` draws one panel per key, one line per log: training values
 (losses, lr, ...) against the iteration, evaluation values (``bbox_mAP``,
 ``keypoints_mAP``, ...) against the epoch (the iteration for iteration-based
-runs). ``cal_train_time`` prints the time per iteration of each log.
+runs). Each legend entry ends with the line's last value, and the last value
+of every key and log is printed as a table (e.g. the final AP of two runs
+side by side). ``cal_train_time`` prints the time per iteration of each log.
 """
 import argparse
 import json
@@ -88,6 +90,36 @@ def curve(records, key):
     return xs, ys, 'iter'
 
 
+def log_name(legend, index):
+    """The legend name of log ``index``: ``legend[index]`` or 'log i'."""
+    return legend[index] if legend is not None else f'log {index}'
+
+
+def last_values(logs, keys, legend=None):
+    """The last logged value of each key in each log, as a printable table.
+
+    Args:
+        logs (list[list[dict]]): Records of each log.
+        keys (list[str]): Logged values.
+        legend (list[str], optional): A name per log.
+
+    Returns:
+        str: One row per log, one column per key, e.g. the final
+        ``bbox_mAP`` of two runs one under the other.
+    """
+    names = [log_name(legend, i) for i in range(len(logs))]
+    name_width = max(len(name) for name in names)
+    widths = [max(len(key), 8) for key in keys]
+    rows = [' '.join([' ' * name_width] +
+                     [key.rjust(w) for key, w in zip(keys, widths)])]
+    for name, records in zip(names, logs):
+        values = [curve(records, key)[1][-1] for key in keys]
+        rows.append(' '.join([name.ljust(name_width)] + [
+            f'{value:.4f}'.rjust(w) for value, w in zip(values, widths)
+        ]))
+    return '\n'.join(rows)
+
+
 def plot_curve(logs, keys, legend=None, title=None):
     """A figure with one panel per key and one line per log.
 
@@ -112,7 +144,7 @@ def plot_curve(logs, keys, legend=None, title=None):
     for ax, key in zip(axes[:, 0], keys):
         for i, records in enumerate(logs):
             xs, ys, x_name = curve(records, key)
-            label = legend[i] if legend is not None else f'log {i}'
+            label = f'{log_name(legend, i)} (last: {ys[-1]:.4g})'
             ax.plot(
                 xs, ys, marker='o' if x_name == 'epoch' else None, label=label)
         ax.set_xlabel(x_name)
@@ -207,8 +239,9 @@ def main(argv=None):
         # Write files without a display.
         import matplotlib
         matplotlib.use('Agg')
-    fig = plot_curve([load_json_log(p) for p in args.json_logs], args.keys,
-                     args.legend, args.title)
+    logs = [load_json_log(p) for p in args.json_logs]
+    fig = plot_curve(logs, args.keys, args.legend, args.title)
+    print(f'last values:\n{last_values(logs, args.keys, args.legend)}')
     if args.out is None:
         import matplotlib.pyplot as plt
         plt.show()
