@@ -178,3 +178,21 @@ def test_oks_of_the_layout_sigmas_in_the_cost():
     # e = 64 / (2 * 1000 * .16) = .2 -> OKS = (1 + exp(-.2)) / 2
     result = cost(pred.reshape(1, -1), gt, torch.tensor([1000.]))
     assert result.item() == pytest.approx(-(1 + np.exp(-0.2)) / 2, abs=1e-6)
+
+
+def test_training_refuses_a_dataset_of_another_layout():
+    """A COCO-keypoint model on a CrowdPose-layout dataset stops before
+    training, naming both layouts (train_model checks every dataset)."""
+    from types import SimpleNamespace
+
+    from opera.apis.train import check_keypoint_layout
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'tests', 'configs',
+                                   'tiny_petr.py'))
+    model = build_detector(cfg.model)
+    crowd = SimpleNamespace(keypoint_layout=CROWDPOSE, ann_file='crowd.json')
+    with pytest.raises(ValueError,
+                       match="layout 'crowdpose' .*'coco'.*num_keypoints"):
+        check_keypoint_layout(model, crowd, 'training')
+    coco = SimpleNamespace(keypoint_layout=COCO, ann_file='coco.json')
+    check_keypoint_layout(model, coco, 'training')  # same layout: fine
+    check_keypoint_layout(model, SimpleNamespace(), 'training')  # boxes

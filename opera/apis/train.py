@@ -76,6 +76,7 @@ def train_model(model,
     datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
     for train_dataset in datasets:
         check_num_classes(model, train_dataset, 'training')
+        check_keypoint_layout(model, train_dataset, 'training')
     data_loaders = [
         _build_train_loader(ds, cfg, distributed) for ds in datasets
     ]
@@ -140,6 +141,39 @@ def check_num_classes(model, dataset, purpose):
             f'{len(classes)}, or the classes of the dataset')
 
 
+def check_keypoint_layout(model, dataset, purpose):
+    """Raise if a pose head's keypoint layout is not the dataset's: a
+    different K, OKS sigmas or flip pairs would train or evaluate on
+    keypoints the model does not predict.
+
+    Args:
+        model (nn.Module): The detector, possibly wrapped.
+        dataset (Dataset): Pose datasets have ``keypoint_layout``.
+        purpose (str): 'training' or 'validation', for the message.
+
+    Raises:
+        ValueError: Naming both layouts and what differs.
+    """
+    ours = getattr(dataset, 'keypoint_layout', None)
+    if is_module_wrapper(model):
+        model = model.module
+    theirs = getattr(getattr(model, 'bbox_head', None), 'keypoint_layout',
+                     None)
+    if ours is None or theirs is None:
+        return
+    differ = [
+        field for field in ('num_keypoints', 'sigmas', 'flip_pairs')
+        if getattr(ours, field) != getattr(theirs, field)
+    ]
+    if differ:
+        raise ValueError(
+            f'the {purpose} dataset ({dataset_name(dataset)}) has keypoint '
+            f'layout {ours.name!r} ({ours.num_keypoints} keypoints), the '
+            f'model model.bbox_head.keypoint_layout {theirs.name!r} '
+            f'({theirs.num_keypoints} keypoints); they differ in '
+            f'{", ".join(differ)}: give both the same keypoint_layout')
+
+
 def _build_train_loader(dataset, cfg, distributed):
     """Return the training data loader of one dataset."""
     if len(dataset) == 0:
@@ -198,6 +232,7 @@ def _register_eval_hook(runner, cfg, distributed):
         cfg.data.val.pipeline = replace_ImageToTensor(cfg.data.val.pipeline)
     val_dataset = build_dataset(cfg.data.val, dict(test_mode=True))
     check_num_classes(runner.model, val_dataset, 'validation')
+    check_keypoint_layout(runner.model, val_dataset, 'validation')
     if getattr(val_dataset, 'check_images', False):
         # Missing images stop the run now, not at the first evaluation.
         val_dataset.check_image_files()
