@@ -64,6 +64,9 @@ def parse_args(argv=None):
     parser.add_argument('--num-boxes', type=int, default=8)
     parser.add_argument('--device', default=None, help='cpu or cuda')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--epoch', type=int, default=0,
+        help='training epoch (0-based) for query-group schedules')
     parser.add_argument('--top', type=int, default=15, help='ops listed')
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
