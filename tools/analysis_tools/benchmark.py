@@ -328,8 +328,9 @@ def median_ratio(rows_a, rows_b, key_a, key_b=None):
     """Median over rounds of ``rows_b[key_b] / rows_a[key_a]`` (``key_b``
     defaults to ``key_a``); None when a denominator is 0."""
     key_b = key_b or key_a
-    ratios = [b[key_b] / a[key_a] for a, b in zip(rows_a, rows_b)]
-    return median(ratios) if all(a[key_a] > 0 for a in rows_a) else None
+    if not all(a[key_a] > 0 for a in rows_a):
+        return None
+    return median([b[key_b] / a[key_a] for a, b in zip(rows_a, rows_b)])
 
 
 def reset_peak_memory(device):
