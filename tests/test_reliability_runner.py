@@ -231,3 +231,25 @@ def test_resume_from_a_wrong_shape_stops(tmp_path):
     runner = make_runner(tmp_path)
     with pytest.raises(ValueError, match='linear.weight: checkpoint'):
         runner.resume(path)
+
+
+@pytest.mark.parametrize('num_workers, pauses', [(0, 0), (1, 2)])
+def test_epoch_pause_only_with_loader_workers(tmp_path, monkeypatch,
+                                              num_workers, pauses):
+    """mmcv's 2 s pause guards against worker deadlocks at the epoch
+    change; without workers the epoch starts at once, and trains the same."""
+    slept = []
+    monkeypatch.setattr(epoch_based_runner.time, 'sleep', slept.append)
+    loader = torch.utils.data.DataLoader(
+        [ONES[0], 2 * ONES[0]], batch_size=2, num_workers=num_workers)
+    runner = make_runner(tmp_path)
+    register_hooks(runner)
+    runner.run([loader], [('train', 1)])
+    # (mmcv's run() also sleeps 1 s at its end, for the loggers.)
+    assert [s for s in slept if s == 2] == [2] * pauses
+    assert runner.iter == 2 and runner.epoch == 2
+    reference = make_runner(tmp_path / 'lists')
+    register_hooks(reference)
+    reference.run([[torch.stack([ONES[0], 2 * ONES[0]])]], [('train', 1)])
+    assert torch.equal(runner.model.linear.weight,
+                       reference.model.linear.weight)
