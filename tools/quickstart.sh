@@ -9,8 +9,8 @@
 #
 # Detection (default): H-Deformable-DETR vs Deformable-DETR, box AP, on 2 of
 # the 8 images (configs/quickstart/h_deformable_detr_r18_sample.py).
-# --pose: H-PETR vs PETR on the persons of the 8 images, keypoint AP,
-# skeletons drawn (configs/quickstart/h_petr_r18_sample.py).
+# --pose: H-PETR vs PETR on the 2 persons of images 30752 and 183872,
+# keypoint AP, skeletons drawn (configs/quickstart/h_petr_r18_sample.py).
 # KEY=VALUE pairs go to both trainings as --cfg-options (e.g. a shorter
 # schedule: runner.max_epochs=10 evaluation.interval=5). SEED=N picks the
 # seed (default 0); PYTHON the interpreter.
@@ -43,7 +43,9 @@ else
   ONE2ONE=configs/quickstart/petr_r18_sample.py
   NAMES=(H-PETR PETR)
   METRIC=keypoints_mAP
-  DRAWN_IMAGES=($(cd "$SAMPLE_IMAGES" && ls))
+  # The images of the configs' annotation file
+  # (person_keypoints_quickstart.json).
+  DRAWN_IMAGES=(000000030752.jpg 000000183872.jpg)
 fi
 
 train() {  # NAME CONFIG
