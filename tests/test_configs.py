@@ -83,7 +83,7 @@ def test_config_builds_and_runs(path):
     # 2765 encoder positions: enough for up to 900 + 1500 two-stage
     # queries; 3570 for Group DETR's 11 x 300.
     shapes = [(320, 416), (288, 416)]
-    if groups.num_query > 2765:
+    if groups.num_query_total > 2765:
         shapes = [(384, 448), (352, 448)]
     if is_pose(cfg):
         num_keypoints = model.bbox_head.num_keypoints

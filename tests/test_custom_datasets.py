@@ -87,7 +87,7 @@ def test_own_layout_reaches_the_dataset_and_the_model(five):
     assert info['keypoints'].shape == (len(info['bboxes']), 5, 3)
     head = build_detector(five['cfg'].model).bbox_head
     assert head.num_keypoints == 5 and head.fc_hm.out_features == 5
-    assert head.loss_oks.sigmas == tuple(SIGMAS)
+    assert head.criterion.loss_oks.sigmas == tuple(SIGMAS)
     assert head.assigner.oks_cost.sigmas == tuple(SIGMAS)
 
 

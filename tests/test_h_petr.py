@@ -205,7 +205,7 @@ def test_branch_keypoint_losses_are_tiled_and_normalised_per_branch():
     losses = head.loss(outputs, inputs['gt_bboxes'], inputs['gt_labels'],
                        inputs['gt_keypoints'], inputs['gt_areas'],
                        inputs['img_metas'])
-    weight = head.loss_kpt.loss_weight
+    weight = head.criterion.loss_kpt.loss_weight
     for prefix in ('', 'd0.'):
         torch.testing.assert_close(losses[prefix + 'loss_kpt'],
                                    torch.tensor(weight * e))

@@ -78,7 +78,7 @@ def test_derived_structure_of_group_detr_groups():
          dict(num_queries=2, proposals='top'),
          dict(num_queries=3)], num_layers=1)
     assert [g.name for g in groups.groups] == ['', 'group1', 'group2']
-    assert groups.num_query == 7 and groups.num_test_queries == 2
+    assert groups.num_query_total == 7 and groups.num_test_queries == 2
     assert groups.num_active_queries(True) == 7
     assert groups.num_active_queries(False) == 2
     mask = groups.self_attn_mask(7, torch.device('cpu'))

@@ -149,8 +149,9 @@ def test_head_fills_k_and_sigmas_from_its_layout():
     assert head.transformer.refine_query_embedding.num_embeddings == 3
     attention = head.transformer.decoder.layers[0].attentions[1]
     assert attention.num_points == 3
-    assert head.loss_oks.sigmas == head.loss_oks_refine.sigmas == (0.1, 0.2,
-                                                                   0.2)
+    criterion = head.criterion
+    assert criterion.loss_oks.sigmas == criterion.loss_oks_refine.sigmas == (
+        0.1, 0.2, 0.2)
     assert head.assigner.oks_cost.sigmas == (0.1, 0.2, 0.2)
     # The config given is left as it was.
     assert 'num_keypoints' not in cfg.model.bbox_head.transformer
@@ -160,10 +161,10 @@ def test_head_refuses_a_k_that_contradicts_its_layout():
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'tests', 'configs',
                                    'tiny_petr.py'))
     cfg.model.bbox_head.keypoint_layout = 'crowdpose'
-    cfg.model.bbox_head.loss_oks.num_keypoints = 17
+    cfg.model.bbox_head.criterion.loss_oks.num_keypoints = 17
     with pytest.raises(ValueError, match='loss_oks.num_keypoints is 17'):
         build_detector(cfg.model)
-    cfg.model.bbox_head.loss_oks.pop('num_keypoints')
+    cfg.model.bbox_head.criterion.loss_oks.pop('num_keypoints')
     cfg.model.bbox_head.num_keypoints = 17
     with pytest.raises(ValueError, match="layout 'crowdpose' has 14"):
         build_detector(cfg.model)

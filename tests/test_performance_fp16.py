@@ -89,7 +89,9 @@ def record_dtypes(model, deformable_type):
     cross_attn.value_proj.register_forward_hook(record('deformable'))
     layer.ffns[0].layers[0][0].register_forward_hook(record('ffn_linear'))
     model.backbone.conv1.register_forward_hook(record('backbone'))
-    model.bbox_head.loss_cls.register_forward_hook(record('loss'))
+    # The pose head's losses are in its criterion.
+    losses = getattr(model.bbox_head, 'criterion', model.bbox_head)
+    losses.loss_cls.register_forward_hook(record('loss'))
     model.bbox_head.register_forward_hook(record_head)
     return seen
 

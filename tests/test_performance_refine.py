@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import REPO_ROOT, pose_inputs
 from opera.models import build_detector
 from opera.models.utils import PerImageQueries
+from opera.models.utils.deformable_encoder import flatten_levels
 from test_petr import build_tiny, total_loss
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -48,6 +49,7 @@ def forward_refine_per_person(transformer, memory, levels, poses, img_inds,
         level_start_index=levels['level_start_index'],
         valid_ratios=levels['valid_ratios'][img_inds],
         reg_branches=refine_branches,
+        return_predictions=True,
         attn_masks=None)
     return keypoints
 
@@ -93,7 +95,7 @@ def padded_levels(transformer, level_shapes, valid_fractions):
         masks.append(mask)
         feats.append(torch.randn(len(valid_fractions), 256, height, width))
         positions.append(torch.randn_like(feats[-1]))
-    return transformer.flatten_levels(feats, masks, positions)
+    return flatten_levels(feats, masks, positions, transformer.level_embeds)
 
 
 def refine_outputs_and_gradients(model, forward_refine, memory, levels,

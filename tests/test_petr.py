@@ -42,8 +42,8 @@ def test_crowdpose_config_uses_14_keypoints_and_3_refine_layers():
     assert head.kpt_branches[0][-1].out_features == 28
     assert head.transformer.refine_query_embedding.num_embeddings == 14
     assert len(head.refine_kpt_branches) == 3
-    assert head.loss_oks.sigmas == head.assigner.oks_cost.sigmas
-    assert len(head.loss_oks.sigmas) == 14
+    assert head.criterion.loss_oks.sigmas == head.assigner.oks_cost.sigmas
+    assert len(head.criterion.loss_oks.sigmas) == 14
 
 
 def test_forward_train_batch_of_two_gives_finite_losses_and_gradients():

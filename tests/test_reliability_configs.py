@@ -40,7 +40,8 @@ def tiny_model_cfg(task, override):
      'num_layer'),
     ('detection', {'model.train_cfg.assigner.cls_cst': {}}, 'cls_cst'),
     ('pose', {'model.bbox_head.num_keypoint': 17}, 'num_keypoint'),
-    ('pose', {'model.bbox_head.loss_oks.lose_weight': 2.}, 'lose_weight'),
+    ('pose', {'model.bbox_head.criterion.loss_oks.lose_weight': 2.},
+     'lose_weight'),
     ('pose', {'model.train_cfg.assigner.kpt_cst': {}}, 'kpt_cst'),
     ('pose', {
         'model.bbox_head.transformer.decoder.transformerlayers.attn_cfgs':
@@ -70,7 +71,8 @@ def test_misspelt_train_or_test_cfg_key_is_named(task, override, name):
     ('detection', {'model.backbone.type': 'ResNetX'}, 'ResNetX'),
     ('detection', {'model.bbox_head.transformer.type': 'NoSuchTransformer'},
      'NoSuchTransformer'),
-    ('pose', {'model.bbox_head.loss_kpt.type': 'mmdet.L1Los'}, 'L1Los'),
+    ('pose', {'model.bbox_head.criterion.loss_kpt.type': 'mmdet.L1Los'},
+     'L1Los'),
     ('pose', {'model.bbox_head.type': 'opera.PETRHaed'}, 'PETRHaed'),
 ])
 def test_unknown_model_type_is_named(task, override, name):

@@ -35,13 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 import opera  # noqa: F401  (fills the registries)
 from opera.apis import init_model
 from opera.apis.inference_graph import InferenceGraph
-from opera.models.utils import PoseDeformableAttention
 
 # Per query, head, level, point and head channel: bilinear interpolation
 # (4 multiply-adds) + attention weighting (1 multiply-add), 2 FLOPs each.
 SAMPLING_FLOPS = 10
-DEFORMABLE_ATTENTIONS = (MultiScaleDeformableAttention,
-                         PoseDeformableAttention)
+# mmcv's, which opera's fp32 and pose deformable attentions subclass.
+DEFORMABLE_ATTENTIONS = (MultiScaleDeformableAttention, )
 
 
 def parse_args(argv=None):

@@ -2,8 +2,8 @@
 # 6-layer deformable encoder, 3-layer pose decoder, 2-layer refine decoder,
 # heatmap branch in training; FFN 1024, dropout 0.1, 300 queries, COCO's 17
 # keypoints: the head's keypoint_layout defaults to 'coco', and K and the OKS
-# sigmas of the transformer, losses and matcher follow from it (set
-# bbox_head.keypoint_layout to a name or a dict for other keypoints,
+# sigmas of the transformer, criterion (losses) and matcher follow from it
+# (set bbox_head.keypoint_layout to a name or a dict for other keypoints,
 # docs/custom_datasets.md; it is not written here so that a dict can replace
 # it). H-PETR variants set num_query_one2many / k_one2many on the head.
 # The opera.* encoder, attentions and assigner are mmdet's / mmcv's with the
@@ -94,8 +94,7 @@ model = dict(
             refine_decoder=dict(
                 type='opera.DeformableDetrTransformerDecoder',
                 num_layers=2,
-                return_intermediate=True,
-                look_forward_twice=True,  # returns the attached predictions
+                return_intermediate=True,  # every layer's keypoints trained
                 transformerlayers=dict(
                     type='BaseTransformerLayer',
                     attn_cfgs=[self_attn, deformable_attn],
@@ -107,19 +106,23 @@ model = dict(
             num_feats=128,
             normalize=True,
             offset=-0.5),
-        loss_cls=dict(
-            type='mmdet.FocalLoss',
-            use_sigmoid=True,
-            gamma=2.0,
-            alpha=0.25,
-            loss_weight=2.0),
-        loss_kpt=dict(type='mmdet.L1Loss', loss_weight=70.0),
-        loss_oks=dict(type='opera.OKSLoss', loss_weight=2.0),
-        loss_kpt_rpn=dict(type='mmdet.L1Loss', loss_weight=70.0),
-        loss_hm=dict(type='mmdet.GaussianFocalLoss', loss_weight=4.0),
-        loss_kpt_refine=dict(type='mmdet.L1Loss', loss_weight=80.0),
-        loss_oks_refine=dict(type='opera.OKSLoss', loss_weight=3.0),
-        heatmap_target=dict(stride=8, min_overlap=0.9, max_radius=3)),
+        # The losses; the head fills in num_classes, K, the OKS sigmas and
+        # train_cfg.assigner.
+        criterion=dict(
+            type='opera.PETRCriterion',
+            loss_cls=dict(
+                type='mmdet.FocalLoss',
+                use_sigmoid=True,
+                gamma=2.0,
+                alpha=0.25,
+                loss_weight=2.0),
+            loss_kpt=dict(type='mmdet.L1Loss', loss_weight=70.0),
+            loss_oks=dict(type='opera.OKSLoss', loss_weight=2.0),
+            loss_kpt_rpn=dict(type='mmdet.L1Loss', loss_weight=70.0),
+            loss_hm=dict(type='mmdet.GaussianFocalLoss', loss_weight=4.0),
+            loss_kpt_refine=dict(type='mmdet.L1Loss', loss_weight=80.0),
+            loss_oks_refine=dict(type='opera.OKSLoss', loss_weight=3.0),
+            heatmap_target=dict(stride=8, min_overlap=0.9, max_radius=3))),
     train_cfg=dict(
         assigner=dict(
             type='opera.PoseHungarianAssigner',

@@ -1,4 +1,5 @@
 from .hybrid_deformable_detr_head import HybridDeformableDETRHead
+from .petr_criterion import PETRCriterion
 from .petr_head import PETRHead
 
-__all__ = ['HybridDeformableDETRHead', 'PETRHead']
+__all__ = ['HybridDeformableDETRHead', 'PETRCriterion', 'PETRHead']

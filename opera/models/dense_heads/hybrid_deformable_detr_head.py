@@ -16,10 +16,10 @@ from mmdet.models.dense_heads import DeformableDETRHead
 from opera.core.bbox import matched_pairs
 from ..builder import HEADS
 from ..utils.arguments import (reject_unknown_arguments,
-                               reject_unknown_cfg_keys)
+                               reject_unknown_cfg_keys, require_cfg_keys)
 from ..utils.hybrid_matching import build_query_groups
 from ..utils.padding import masks_and_positions
-from ..utils.transformer import refine_reference
+from ..utils.refine import refine_reference
 
 
 @HEADS.register_module()
@@ -43,8 +43,14 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             queries of the ``at_test`` groups.
         split_self_attn (bool): Decoder self-attention group by group
             (True) or masked over all queries (False); same outputs.
-        **kwargs: See mmdet's ``DeformableDETRHead``.
+        **kwargs: See mmdet's ``DeformableDETRHead``. ``transformer``,
+            ``positional_encoding``, ``loss_cls``, ``loss_bbox`` and
+            ``loss_iou`` are required: mmdet's defaults are another recipe
+            (e.g. a cross-entropy class loss).
     """
+
+    REQUIRED_KEYS = ('transformer', 'positional_encoding', 'loss_cls',
+                     'loss_bbox', 'loss_iou')
 
     def __init__(self,
                  *args,
@@ -56,6 +62,10 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                  split_self_attn=True,
                  **kwargs):
         reject_unknown_arguments(type(self), kwargs)
+        require_cfg_keys(
+            type(self).__name__, 'model.bbox_head',
+            'configs/_base_/models/deformable_detr_r50_two_stage.py',
+            **{key: kwargs.get(key) for key in self.REQUIRED_KEYS})
         reject_unknown_cfg_keys(kwargs.get('train_cfg'),
                                 kwargs.get('test_cfg'))
         # _init_layers (called by the parent) sizes the query embedding.
@@ -71,10 +81,10 @@ class HybridDeformableDETRHead(DeformableDETRHead):
     def _init_layers(self):
         super()._init_layers()
         if getattr(self.transformer, 'mixed_selection', False):
-            self.query_embedding = nn.Embedding(self.hybrid.num_query,
+            self.query_embedding = nn.Embedding(self.hybrid.num_query_total,
                                                 self.embed_dims)
         elif not self.as_two_stage:
-            self.query_embedding = nn.Embedding(self.hybrid.num_query,
+            self.query_embedding = nn.Embedding(self.hybrid.num_query_total,
                                                 self.embed_dims * 2)
 
     def forward(self, mlvl_feats, img_metas):

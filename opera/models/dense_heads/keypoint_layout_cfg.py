@@ -1,9 +1,10 @@
 """Fill the keypoint count K and the OKS sigmas of a keypoint layout into
 the configs of a pose head's parts, so that a config names the layout once.
 
-K appears in the PETR transformer (refine queries), its pose decoder and the
-decoder's ``PoseDeformableAttention`` (one sampling point per keypoint); the
-sigmas in the OKS losses and the OKS match cost. A value a config writes
+K appears in the PETR transformer (refine queries), its pose decoder, the
+decoder's ``PoseDeformableAttention`` (one sampling point per keypoint) and
+the criterion; the sigmas in the criterion's OKS losses and the OKS match
+cost. A value a config writes
 itself must agree with the layout: a stale K left over from a base config
 is an error, not silently replaced.
 """
@@ -76,6 +77,28 @@ def oks_cfg_with_layout(cfg, layout, where):
     _set(cfg, 'num_keypoints', layout.num_keypoints, where)
     _set(cfg, 'sigmas', list(layout.sigmas), where)
     return cfg
+
+
+def criterion_cfg_with_layout(criterion, layout, where='criterion'):
+    """A copy of an ``opera.PETRCriterion`` config with the layout's K and
+    the K and sigmas of its OKS losses.
+
+    Args:
+        criterion (dict): The criterion config.
+        layout (KeypointLayout): The keypoints.
+        where (str): The config key, for error messages.
+
+    Returns:
+        dict: The filled copy.
+    """
+    criterion = copy.deepcopy(criterion)
+    _set(criterion, 'num_keypoints', layout.num_keypoints, where)
+    for key in ('loss_oks', 'loss_oks_refine'):
+        # A missing loss is named by the criterion itself.
+        if criterion.get(key) is not None:
+            criterion[key] = oks_cfg_with_layout(criterion[key], layout,
+                                                 f'{where}.{key}')
+    return criterion
 
 
 def train_cfg_with_layout(train_cfg, layout):

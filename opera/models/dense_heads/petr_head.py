@@ -5,7 +5,8 @@ the image size); the person box is the rectangle around the keypoints. The
 refine decoder then refines the keypoints of the persons kept. With
 ``num_query_one2many > 0`` the head is H-PETR; other query groups give the
 hybrid-epoch and hybrid-layer schemes. The groups, their matching and the
-combination of their losses are :class:`opera.models.utils.HybridQueryGroups`.
+combination of their losses are :class:`opera.models.utils.HybridQueryGroups`;
+the matching and the losses are :class:`~.petr_criterion.PETRCriterion`.
 """
 import copy
 
@@ -15,17 +16,15 @@ from mmcv.cnn import bias_init_with_prob, constant_init, normal_init
 from mmcv.cnn.bricks.transformer import build_positional_encoding
 from mmcv.runner import BaseModule, force_fp32
 
-from opera.core.bbox import build_assigner
 from opera.core.keypoint import get_keypoint_layout
 from ..builder import HEADS, build_model
-from ..utils.arguments import reject_unknown_cfg_keys
+from ..utils.arguments import reject_unknown_cfg_keys, require_cfg_keys
 from ..utils.builder import TRANSFORMER
 from ..utils.hybrid_matching import build_query_groups
 from ..utils.padding import masks_and_positions
-from .keypoint_layout_cfg import (oks_cfg_with_layout,
+from .keypoint_layout_cfg import (criterion_cfg_with_layout,
                                   train_cfg_with_layout,
                                   transformer_with_layout)
-from .petr_losses import PETRLossMixin
 
 
 def mlp(in_dims, hidden_dims, out_dims, num_hidden):
@@ -42,8 +41,25 @@ def clones(module, num):
     return nn.ModuleList(copy.deepcopy(module) for _ in range(num))
 
 
+def criterion_cfg_of_head(criterion, layout, num_classes, train_cfg):
+    """The head's criterion config with what the head knows filled in: K
+    and the OKS sigmas (``layout``), ``num_classes`` and
+    ``train_cfg.assigner`` (None without ``train_cfg``)."""
+    criterion = criterion_cfg_with_layout(criterion, layout)
+    for key, source in (('num_classes', 'model.bbox_head.num_classes'),
+                        ('assigner', 'model.train_cfg.assigner')):
+        if key in criterion:
+            raise ValueError(
+                f'model.bbox_head.criterion.{key} is set by the head from '
+                f'{source}; remove it from the criterion config')
+    criterion['num_classes'] = num_classes
+    criterion['assigner'] = None if train_cfg is None else train_cfg[
+        'assigner']
+    return criterion
+
+
 @HEADS.register_module()
-class PETRHead(PETRLossMixin, BaseModule):
+class PETRHead(BaseModule):
     """PETR / H-PETR pose head.
 
     Args:
@@ -53,7 +69,8 @@ class PETRHead(PETRLossMixin, BaseModule):
             :mod:`opera.core.keypoint.layouts`). K and the OKS sigmas follow
             from it: they are filled into ``transformer`` (its and its pose
             decoder's ``num_keypoints``, the pose attention's
-            ``num_points``), the OKS losses and the assigner's OKS cost.
+            ``num_points``), ``criterion`` (its ``num_keypoints``, its OKS
+            losses) and the assigner's OKS cost.
         num_keypoints (int, optional): K; if given it must equal the
             layout's.
         num_query (int): Queries run at test time.
@@ -67,22 +84,16 @@ class PETRHead(PETRLossMixin, BaseModule):
         num_kpt_fcs (int): Hidden-to-hidden layers of the pose branches (and
             of the refine branches).
         kpt_hidden_dims (int): Width of the pose branches.
-        transformer (dict): ``opera.PETRTransformer`` config.
-        positional_encoding (dict): Sine encoding of the feature maps.
-        loss_cls (dict): Focal class loss (decoder layers and proposals).
-        loss_kpt (dict): Keypoint L1 loss of the decoder layers.
-        loss_oks (dict): OKS loss of the decoder layers.
-        loss_kpt_rpn (dict): Keypoint L1 loss of the proposals.
-        loss_hm (dict): Heatmap loss (``GaussianFocalLoss``).
-        loss_kpt_refine (dict): Keypoint L1 loss of the refine layers.
-        loss_oks_refine (dict): OKS loss of the refine layers.
-        heatmap_target (dict): Arguments of ``keypoint_heatmap_target``
-            (stride, min_overlap, max_radius).
-        heatmap_prob_eps (float): Heatmap probabilities are clamped to
-            [eps, 1 - eps].
+        transformer (dict): ``opera.PETRTransformer`` config (required).
+        positional_encoding (dict): Sine encoding of the feature maps
+            (required).
+        criterion (dict): ``opera.PETRCriterion`` config: the losses
+            (required; ``num_classes``, K and the assigner are filled in by
+            the head).
         cls_prior_prob (float): Initial person probability of every query.
         hm_prior_prob (float): Initial heatmap probability.
-        train_cfg (dict): ``assigner`` (``opera.PoseHungarianAssigner``).
+        train_cfg (dict): ``assigner`` (``opera.PoseHungarianAssigner``),
+            given to the criterion.
         test_cfg (dict): ``max_per_img``: persons kept per image.
         init_cfg (dict | None): Unused; see :meth:`init_weights`.
     """
@@ -100,31 +111,21 @@ class PETRHead(PETRLossMixin, BaseModule):
                  num_kpt_fcs=2,
                  kpt_hidden_dims=512,
                  transformer=None,
-                 positional_encoding=dict(
-                     type='SinePositionalEncoding',
-                     num_feats=128,
-                     normalize=True,
-                     offset=-0.5),
-                 loss_cls=dict(
-                     type='mmdet.FocalLoss',
-                     use_sigmoid=True,
-                     gamma=2.0,
-                     alpha=0.25,
-                     loss_weight=2.0),
-                 loss_kpt=dict(type='mmdet.L1Loss', loss_weight=70.0),
-                 loss_oks=dict(type='opera.OKSLoss', loss_weight=2.0),
-                 loss_kpt_rpn=dict(type='mmdet.L1Loss', loss_weight=70.0),
-                 loss_hm=dict(type='mmdet.GaussianFocalLoss', loss_weight=4.0),
-                 loss_kpt_refine=dict(type='mmdet.L1Loss', loss_weight=80.0),
-                 loss_oks_refine=dict(type='opera.OKSLoss', loss_weight=3.0),
-                 heatmap_target=dict(stride=8, min_overlap=0.9, max_radius=3),
-                 heatmap_prob_eps=1e-4,
+                 positional_encoding=None,
+                 criterion=None,
                  cls_prior_prob=0.01,
                  hm_prior_prob=0.1,
                  train_cfg=None,
                  test_cfg=dict(max_per_img=100),
                  init_cfg=None):
         super().__init__(init_cfg)
+        require_cfg_keys(
+            'PETRHead',
+            'model.bbox_head',
+            'configs/_base_/models/petr_r50.py',
+            transformer=transformer,
+            positional_encoding=positional_encoding,
+            criterion=criterion)
         reject_unknown_cfg_keys(train_cfg, test_cfg)
         self.keypoint_layout = get_keypoint_layout(keypoint_layout)
         if num_keypoints not in (None, self.keypoint_layout.num_keypoints):
@@ -135,11 +136,9 @@ class PETRHead(PETRLossMixin, BaseModule):
                 'keypoint_layout')
         transformer = transformer_with_layout(transformer,
                                               self.keypoint_layout)
-        loss_oks = oks_cfg_with_layout(loss_oks, self.keypoint_layout,
-                                       'loss_oks')
-        loss_oks_refine = oks_cfg_with_layout(
-            loss_oks_refine, self.keypoint_layout, 'loss_oks_refine')
         train_cfg = train_cfg_with_layout(train_cfg, self.keypoint_layout)
+        criterion = criterion_cfg_of_head(criterion, self.keypoint_layout,
+                                          num_classes, train_cfg)
         self.hybrid = build_query_groups(
             num_query, num_query_one2many, k_one2many, lambda_one2many,
             query_groups, transformer['decoder']['num_layers'],
@@ -150,22 +149,11 @@ class PETRHead(PETRLossMixin, BaseModule):
         self.num_keypoints = self.keypoint_layout.num_keypoints
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
-        self.heatmap_target = heatmap_target
-        self.heatmap_prob_eps = heatmap_prob_eps
         self.cls_prior_prob = cls_prior_prob
         self.hm_prior_prob = hm_prior_prob
+        self.criterion = build_model(criterion)
         if train_cfg is not None:
-            self.assigner = build_assigner(train_cfg['assigner'])
-            self.hybrid.check_assigner(self.assigner)
-        self.loss_cls = build_model(loss_cls)
-        if not self.loss_cls.use_sigmoid:
-            raise ValueError('PETRHead needs a sigmoid class loss')
-        self.loss_kpt = build_model(loss_kpt)
-        self.loss_oks = build_model(loss_oks)
-        self.loss_kpt_rpn = build_model(loss_kpt_rpn)
-        self.loss_hm = build_model(loss_hm)
-        self.loss_kpt_refine = build_model(loss_kpt_refine)
-        self.loss_oks_refine = build_model(loss_oks_refine)
+            self.hybrid.check_assigner(self.criterion.assigner)
         self.positional_encoding = build_positional_encoding(
             positional_encoding)
         self.transformer = TRANSFORMER.build(transformer)
@@ -182,7 +170,7 @@ class PETRHead(PETRLossMixin, BaseModule):
         self.kpt_branches = clones(
             mlp(self.embed_dims, kpt_hidden_dims, 2 * self.num_keypoints,
                 num_kpt_fcs), num_branches)
-        self.query_embedding = nn.Embedding(self.hybrid.num_query,
+        self.query_embedding = nn.Embedding(self.hybrid.num_query_total,
                                             self.embed_dims * 2)
         # As in PETR: the pose branches have num_kpt_fcs + 1 hidden layers,
         # the refine branches num_kpt_fcs (c -> c -> c -> 2).
@@ -225,11 +213,12 @@ class PETRHead(PETRLossMixin, BaseModule):
         outputs = self.transformer(
             mlvl_feats,
             masks,
-            positions,
             self.query_embedding.weight[:num_queries],
-            self.kpt_branches,
-            self.cls_branches,
+            positions,
+            num_queries,
             proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
+            kpt_branches=self.kpt_branches,
+            cls_branches=self.cls_branches,
             attn_masks=[self_attn_mask, None],
             with_heatmap=self.training)
         outputs['cls_scores'] = torch.stack([
@@ -286,51 +275,28 @@ class PETRHead(PETRLossMixin, BaseModule):
     def loss(self, outputs, gt_bboxes, gt_labels, gt_keypoints, gt_areas,
              img_metas):
         """Losses of every (decoder layer, query group), of the proposals,
-        the heatmaps and the refine decoder.
+        the heatmaps and the refine decoder (see :class:`PETRCriterion`).
 
-        Each query group is matched and normalised on its own at every
-        decoder layer, against the ground truth repeated that group's K at
-        that layer (see ``HybridQueryGroups.loss``). The refine decoder
-        trains on the persons matched at the last layer by every group.
-        Computed in fp32 under fp16 (the refine decoder too).
+        The refine decoder runs between the criterion's two steps, on the
+        persons matched at the last layer by every group. Computed in fp32
+        under fp16 (the refine decoder too). Arguments as in
+        :meth:`forward_train`; ``outputs`` of :meth:`forward`.
         """
-
-        def layer_group_loss(predictions, num_repeats):
-            return self.layer_losses(*predictions, gt_labels, gt_keypoints,
-                                     gt_areas, img_metas, self.loss_kpt,
-                                     self.loss_oks, num_repeats)
-
-        losses, last_positives = self.hybrid.loss(layer_group_loss,
-                                                  outputs['cls_scores'],
-                                                  outputs['poses'])
-        positives = {
-            name: torch.cat([group[name] for group in last_positives])
-            for name in last_positives[0]
-        }
-        losses.update(
-            self.encoder_losses(outputs['enc_cls'], outputs['enc_poses'],
-                                gt_labels, gt_keypoints, gt_areas, img_metas))
-        losses['loss_hm'] = self.heatmap_loss(outputs['hm_logits'],
-                                              outputs['hm_padding'],
-                                              gt_keypoints, gt_bboxes)
-        if positives['poses'].size(0) == 0:
-            positives = self.placeholder_positives(outputs['poses'])
+        losses, positives = self.criterion(outputs, gt_bboxes, gt_labels,
+                                           gt_keypoints, gt_areas, img_metas,
+                                           self.hybrid)
         refined = self.refine(outputs, positives['poses'],
                               positives['img_inds'])
-        losses.update(self.refine_losses(refined, positives, img_metas))
+        losses.update(
+            self.criterion.refine_losses(refined, positives, img_metas))
         return losses
 
-    def placeholder_positives(self, poses):
-        """One zero-weight person in image 0, so that the refine decoder
-        stays in the graph (every parameter gets a gradient) without
-        persons to train on."""
-        pose = poses.new_full((1, 2 * self.num_keypoints), 0.5)
-        return dict(
-            poses=pose,
-            targets=torch.zeros_like(pose),
-            weights=torch.zeros_like(pose),
-            areas=pose.new_ones(1),
-            img_inds=pose.new_zeros(1, dtype=torch.long))
+    @property
+    def assigner(self):
+        """The criterion's assigner (None without ``train_cfg``), where the
+        detection head has its own: the analysis tools wrap its
+        ``assign``."""
+        return self.criterion.assigner
 
     def simple_test(self, feats, img_metas, rescale=False):
         """Detections of a batch without test-time augmentation.

@@ -7,9 +7,10 @@ from .layer_checkpoint import run_layer
 from .per_image_queries import PerImageQueries
 from .pose_attention import PoseDeformableAttention, pose_sampling_locations
 from .pose_transformer import PETRPoseDecoder, PETRTransformer
+from .refine import refine_reference
 from .transformer import (DeformableDetrTransformer,
                           DeformableDetrTransformerDecoder,
-                          DetrTransformerEncoder, refine_reference)
+                          DetrTransformerEncoder)
 
 __all__ = [
     'ATTENTION', 'TRANSFORMER', 'TRANSFORMER_LAYER_SEQUENCE',

@@ -51,3 +51,28 @@ def reject_unknown_cfg_keys(train_cfg, test_cfg):
         if unknown:
             raise TypeError(f'{name} has unknown key(s) {", ".join(unknown)}'
                             f' (known: {", ".join(known)})')
+
+
+def require_cfg_keys(owner, path, base_config, **values):
+    """Raise naming every argument in ``values`` that is None (not given).
+
+    For the parts of a model's recipe (losses, transformer, positional
+    encoding) that have no default: a default in the code would silently
+    train another recipe than the config's.
+
+    Args:
+        owner (str): The class, for the message.
+        path (str): Where its config sits (``model.bbox_head``).
+        base_config (str): A config that gives them all.
+        **values: Argument name -> the value given (None: missing).
+
+    Raises:
+        TypeError: Naming each missing key and its config path.
+    """
+    missing = [name for name, value in values.items() if value is None]
+    if missing:
+        keys = ', '.join(f'`{name}`' for name in missing)
+        paths = ', '.join(f'{path}.{name}' for name in missing)
+        raise TypeError(f'{owner} needs {keys} ({paths}): no default, so '
+                        f'that no recipe applies silently; see '
+                        f'{base_config}')

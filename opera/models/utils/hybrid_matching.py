@@ -245,8 +245,10 @@ class HybridQueryGroups:
                 f'split_self_attn={self.split_self_attn})')
 
     @property
-    def num_query(self):
-        """All queries (the size of a learned query embedding)."""
+    def num_query_total(self):
+        """All queries of all groups (the size of a learned query
+        embedding); a head's ``num_query`` is the test-time count,
+        :attr:`num_test_queries`."""
         return sum(group.num_queries for group in self.groups)
 
     @property
@@ -265,7 +267,7 @@ class HybridQueryGroups:
     def num_active_queries(self, training):
         """Queries the decoder runs: every group in training, else the
         ``at_test`` ones."""
-        return self.num_query if training else self.num_test_queries
+        return self.num_query_total if training else self.num_test_queries
 
     def groups_of(self, num_queries):
         """The leading groups that hold exactly ``num_queries`` queries."""

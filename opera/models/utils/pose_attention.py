@@ -9,12 +9,12 @@ Like :mod:`.deformable_attention`, it runs in fp32 under fp16 training: the
 sampling locations are keypoints plus offsets scaled by the pose's box, and
 half precision would blur them.
 """
-import torch.nn as nn
 from mmcv.cnn import constant_init, xavier_init
 from mmcv.cnn.bricks.registry import ATTENTION
+from mmcv.ops import MultiScaleDeformableAttention
 from mmcv.ops.multi_scale_deform_attn import (
     MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch)
-from mmcv.runner import BaseModule, force_fp32
+from mmcv.runner import force_fp32
 
 from .deformable_attention import FP32_INPUTS
 
@@ -42,8 +42,11 @@ def pose_sampling_locations(reference_poses, offsets, offset_scale=0.5,
 
 
 @ATTENTION.register_module()
-class PoseDeformableAttention(BaseModule):
+class PoseDeformableAttention(MultiScaleDeformableAttention):
     """Multi-scale deformable attention with one point per keypoint.
+
+    mmcv's ``MultiScaleDeformableAttention`` (same parameters, created in
+    the same order) but for where it samples: see :meth:`forward`.
 
     Args:
         embed_dims (int): Query and value channels.
@@ -71,32 +74,24 @@ class PoseDeformableAttention(BaseModule):
                  dropout=0.1,
                  batch_first=False,
                  init_cfg=None):
-        super().__init__(init_cfg)
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
-        self.embed_dims = embed_dims
-        self.num_heads = num_heads
-        self.num_levels = num_levels
-        self.num_points = num_points
+        super().__init__(
+            embed_dims=embed_dims,
+            num_heads=num_heads,
+            num_levels=num_levels,
+            num_points=num_points,
+            im2col_step=im2col_step,
+            dropout=dropout,
+            batch_first=batch_first,
+            init_cfg=init_cfg)
         self.offset_scale = offset_scale
         self.min_box_size = min_box_size
-        self.im2col_step = im2col_step
-        self.batch_first = batch_first
-        self.dropout = nn.Dropout(dropout)
-        self.sampling_offsets = nn.Linear(
-            embed_dims, num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Linear(embed_dims,
-                                           num_heads * num_levels * num_points)
-        self.value_proj = nn.Linear(embed_dims, embed_dims)
-        self.output_proj = nn.Linear(embed_dims, embed_dims)
         # Set to True by mmcv's wrap_fp16_model (Fp16OptimizerHook).
         self.fp16_enabled = False
-        self.init_weights()
 
     def init_weights(self):
         """Zero offsets and weights (sample the reference keypoints, evenly
-        weighted); Xavier value and output projections."""
+        weighted; not mmcv's ring of offsets around one reference point);
+        Xavier value and output projections."""
         constant_init(self.sampling_offsets, 0.)
         constant_init(self.attention_weights, 0.)
         xavier_init(self.value_proj, distribution='uniform', bias=0.)
@@ -115,6 +110,13 @@ class PoseDeformableAttention(BaseModule):
                 level_start_index=None,
                 **kwargs):
         """Attend from each query to its pose's keypoints on every level.
+
+        mmcv's forward cannot be reused: it computes the sampling locations
+        inline, from one reference point (or box) per query and level, and
+        divides the offsets by ``num_points``. Here every point has its own
+        reference, its keypoint, and the offsets scale with the pose's box
+        (:func:`pose_sampling_locations`); the projections, the softmax and
+        mmcv's sampling kernel are the same steps as mmcv's.
 
         Args:
             query (Tensor): [nq, bs, c] ([bs, nq, c] if batch_first).
@@ -145,16 +147,12 @@ class PoseDeformableAttention(BaseModule):
             query = query.permute(1, 0, 2)
             value = value.permute(1, 0, 2)
         bs, num_query, _ = query.shape
-        num_value = value.size(1)
         if reference_points.size(-1) != 2 * self.num_points:
             raise ValueError(
                 f'reference poses need {2 * self.num_points} coordinates '
                 f'(num_points keypoints), got {reference_points.size(-1)}')
 
-        value = self.value_proj(value)
-        if key_padding_mask is not None:
-            value = value.masked_fill(key_padding_mask[..., None], 0.)
-        value = value.view(bs, num_value, self.num_heads, -1)
+        value = self.project_values(value, key_padding_mask)
         offsets = self.sampling_offsets(query).view(bs, num_query,
                                                     self.num_heads,
                                                     self.num_levels,
@@ -169,14 +167,39 @@ class PoseDeformableAttention(BaseModule):
                                   self.num_points, 2), offsets,
             self.offset_scale, self.min_box_size)
 
-        if value.is_cuda:
-            output = MultiScaleDeformableAttnFunction.apply(
-                value, spatial_shapes, level_start_index, locations, weights,
-                self.im2col_step)
-        else:
-            output = multi_scale_deformable_attn_pytorch(
-                value, spatial_shapes, locations, weights)
-        output = self.output_proj(output)
+        output = self.output_proj(
+            self.sample(value, spatial_shapes, level_start_index, locations,
+                        weights))
         if not self.batch_first:
             output = output.permute(1, 0, 2)
         return identity + self.dropout(output)
+
+    def project_values(self, value, key_padding_mask):
+        """[bs, num_value, c] -> per-head values [bs, num_value, num_heads,
+        c / num_heads], zero at padding (``key_padding_mask``
+        [bs, num_value])."""
+        value = self.value_proj(value)
+        if key_padding_mask is not None:
+            value = value.masked_fill(key_padding_mask[..., None], 0.)
+        return value.view(*value.shape[:2], self.num_heads, -1)
+
+    def sample(self, value, spatial_shapes, level_start_index, locations,
+               weights):
+        """mmcv's sampling: the CUDA kernel on GPU, its PyTorch version on
+        CPU.
+
+        Args:
+            value (Tensor): [bs, num_value, num_heads, c / num_heads].
+            spatial_shapes, level_start_index (Tensor): See :meth:`forward`.
+            locations (Tensor): [bs, nq, num_heads, num_levels, K, 2].
+            weights (Tensor): [bs, nq, num_heads, num_levels, K].
+
+        Returns:
+            Tensor: [bs, nq, c].
+        """
+        if value.is_cuda:
+            return MultiScaleDeformableAttnFunction.apply(
+                value, spatial_shapes, level_start_index, locations, weights,
+                self.im2col_step)
+        return multi_scale_deformable_attn_pytorch(value, spatial_shapes,
+                                                   locations, weights)

@@ -1,6 +1,8 @@
 """PETR transformer: deformable encoder, pose decoder, refine decoder.
 
-- Encoder: the Deformable-DETR encoder over 4 levels.
+- Encoder: the Deformable-DETR encoder over 4 levels (the input flattening
+  and the encoder call are :mod:`.deformable_encoder`'s, shared with
+  :class:`.DeformableDetrTransformer`).
 - Two-stage pose proposals: every encoder position is a point proposal (its
   grid cell centre); a keypoint branch adds 2K offsets to it in logit space,
   a class branch scores it. The top-scoring proposals give the decoder's
@@ -9,7 +11,8 @@
   :class:`PoseDeformableAttention` around each query's pose, FFN; each layer
   refines the pose in logit space.
 - Refine ("joint") decoder: K keypoint queries per selected person, each with
-  a 2-D reference (its keypoint from the pose decoder), refined per layer.
+  a 2-D reference (its keypoint from the pose decoder), refined per layer;
+  each layer's keypoints, attached to its branch, are its predictions.
   Its cross-attention samples each image's memory, projected once per image,
   for all persons of the image.
 - Heatmap memory (training only): the stride-8 level of the encoder memory
@@ -20,37 +23,36 @@ import torch.nn as nn
 from mmcv.cnn.bricks.transformer import (TransformerLayerSequence,
                                          build_transformer_layer_sequence)
 from mmcv.ops import MultiScaleDeformableAttention
+from mmcv.runner import BaseModule
 from mmdet.models.utils.transformer import inverse_sigmoid
 
 from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
 from .deformable_attention import \
     MultiScaleDeformableAttention as OperaMultiScaleDeformableAttention
+from .deformable_encoder import (check_query_embed, encode, first_level,
+                                 flatten_levels, memory_inputs,
+                                 num_proposals)
 from .layer_cfgs import StrictLayerSequence
 from .layer_checkpoint import run_layer
 from .per_image_queries import PerImageQueries
-from .pose_attention import PoseDeformableAttention
-from .transformer import DeformableDetrTransformer
+from .refine import refine_reference
+from .transformer import DeformableDetrTransformerDecoder
 
 
-def refine_pose(delta, reference_pose):
-    """Pose refined in logit space: sigmoid(delta + logit(reference)).
-
-    Args:
-        delta (Tensor): [..., 2K] branch output.
-        reference_pose (Tensor): [..., 2K] in [0, 1].
-
-    Returns:
-        Tensor: [..., 2K] in [0, 1], fp32.
-    """
-    # fp32 even under fp16 training: the pose is refined layer after layer
-    # and sampled around, half precision (~1e-3) would blur the keypoints.
-    return (delta.float() + inverse_sigmoid(reference_pose.float())).sigmoid()
-
-
-def check_refine_cross_attention(refine_decoder):
-    """The refine decoder's cross-attentions must take persons' queries
-    against per-image memory (``per_image_queries``), as
+def check_refine_decoder(refine_decoder):
+    """What :meth:`PETRTransformer.forward_refine` needs of the refine
+    decoder: every layer's keypoints (``return_intermediate``, they are the
+    predictions the refine losses train), and cross-attentions that take
+    persons' queries against per-image memory (``per_image_queries``), as
     ``opera.MultiScaleDeformableAttention`` does."""
+    if not isinstance(refine_decoder, DeformableDetrTransformerDecoder):
+        raise TypeError(
+            f'refine_decoder must be an opera.DeformableDetrTransformerDecoder'
+            f', got {type(refine_decoder).__name__}')
+    if not refine_decoder.return_intermediate:
+        raise ValueError(
+            'refine_decoder needs return_intermediate=True: the refine '
+            'losses train the keypoints of every refine layer')
     for index, layer in enumerate(refine_decoder.layers):
         attention_ops = [
             op for op in layer.operation_order
@@ -114,7 +116,7 @@ class PETRPoseDecoder(StrictLayerSequence, TransformerLayerSequence):
                 pose_ratios[:, None],
                 with_cp=self.with_cp,
                 **kwargs)
-            pose = refine_pose(
+            pose = refine_reference(
                 kpt_branch(output.permute(1, 0, 2)), reference_poses)
             reference_poses = pose.detach()
             states.append(output.permute(1, 0, 2))
@@ -123,17 +125,17 @@ class PETRPoseDecoder(StrictLayerSequence, TransformerLayerSequence):
 
 
 @TRANSFORMER.register_module()
-class PETRTransformer(DeformableDetrTransformer):
+class PETRTransformer(BaseModule):
     """Two-stage PETR transformer.
 
     Args:
-        encoder (dict): Deformable encoder (mmdet ``DetrTransformerEncoder``).
+        encoder (dict): Deformable encoder (``opera.DetrTransformerEncoder``).
         decoder (dict): Pose decoder (:class:`PETRPoseDecoder`).
         hm_encoder (dict): Single-level encoder of the heatmap branch.
         refine_decoder (dict): Refine decoder, an
             ``opera.DeformableDetrTransformerDecoder`` with
-            ``look_forward_twice=True`` (its per-layer references are then
-            the keypoint predictions, attached to their branch).
+            ``return_intermediate=True`` (every layer's keypoints are
+            trained).
         num_keypoints (int): K.
         num_feature_levels (int): Levels of the encoder.
         proposal_range (tuple[float]): Point proposals outside this open
@@ -150,40 +152,34 @@ class PETRTransformer(DeformableDetrTransformer):
                  num_feature_levels=4,
                  proposal_range=(0.01, 0.99),
                  init_cfg=None):
-        # init_layers (called by the parent) sizes the refine queries.
+        super().__init__(init_cfg)
         self.num_keypoints = num_keypoints
-        super().__init__(
-            encoder=encoder,
-            decoder=decoder,
-            as_two_stage=True,
-            num_feature_levels=num_feature_levels,
-            init_cfg=init_cfg)
+        self.num_feature_levels = num_feature_levels
         self.proposal_range = proposal_range
-        self.hm_encoder = build_transformer_layer_sequence(hm_encoder)
-        self.refine_decoder = build_transformer_layer_sequence(refine_decoder)
-        if not getattr(self.refine_decoder, 'look_forward_twice', False):
-            raise ValueError(
-                'refine_decoder needs look_forward_twice=True: its per-layer '
-                'keypoints are the predictions the refine losses train')
-        check_refine_cross_attention(self.refine_decoder)
-
-    def init_layers(self):
-        """Level embeddings, proposal projection and refine queries."""
+        # Modules with parameters are created in the order of the earlier,
+        # mmdet-derived version, so that a seed gives the same weights.
+        self.encoder = build_transformer_layer_sequence(encoder)
+        self.decoder = build_transformer_layer_sequence(decoder)
+        self.embed_dims = self.encoder.embed_dims
         self.level_embeds = nn.Parameter(
-            torch.empty(self.num_feature_levels, self.embed_dims))
+            torch.empty(num_feature_levels, self.embed_dims))
         self.enc_output = nn.Linear(self.embed_dims, self.embed_dims)
         self.enc_output_norm = nn.LayerNorm(self.embed_dims)
-        self.refine_query_embedding = nn.Embedding(self.num_keypoints,
+        self.refine_query_embedding = nn.Embedding(num_keypoints,
                                                    self.embed_dims * 2)
+        self.hm_encoder = build_transformer_layer_sequence(hm_encoder)
+        self.refine_decoder = build_transformer_layer_sequence(refine_decoder)
+        check_refine_decoder(self.refine_decoder)
 
     def init_weights(self):
-        """Xavier everywhere, then each attention's own initialisation."""
+        """Xavier everywhere, then each attention's own initialisation
+        (mmcv's deformable attention and :class:`.PoseDeformableAttention`,
+        its subclass)."""
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
         for m in self.modules():
-            if isinstance(m, (MultiScaleDeformableAttention,
-                              PoseDeformableAttention)):
+            if isinstance(m, MultiScaleDeformableAttention):
                 m.init_weights()
         nn.init.normal_(self.level_embeds)
         nn.init.normal_(self.refine_query_embedding.weight)
@@ -193,7 +189,7 @@ class PETRTransformer(DeformableDetrTransformer):
 
         Args:
             memory (Tensor): [bs, S, c] encoder output.
-            levels (dict): See ``flatten_levels``.
+            levels (dict): See :mod:`.deformable_encoder`.
 
         Returns:
             tuple[Tensor, Tensor]: Projected memory [bs, S, c] (zero at
@@ -231,7 +227,7 @@ class PETRTransformer(DeformableDetrTransformer):
 
         Args:
             memory (Tensor): [bs, S, c].
-            levels (dict): See ``flatten_levels``.
+            levels (dict): See :mod:`.deformable_encoder`.
             num_queries (int): Proposals to keep (one per active query).
             proposal_ranks (Tensor | None): [num_queries] long, the rank of
                 the proposal each query takes (None: rank i for query i).
@@ -243,20 +239,13 @@ class PETRTransformer(DeformableDetrTransformer):
             [0, 1], best first (detached); proposal class logits
             [bs, S, C]; proposal poses [bs, S, 2K] in [0, 1].
         """
-        num_proposals = num_queries if proposal_ranks is None else int(
-            proposal_ranks.max()) + 1
-        if num_proposals > memory.size(1):
-            raise ValueError(
-                f'{num_queries} queries need {num_proposals} encoder '
-                f'positions, but this input gives {memory.size(1)} (feature '
-                f'maps {levels["spatial_shapes"].tolist()}): use larger '
-                f'images or fewer queries')
+        num_kept = num_proposals(num_queries, proposal_ranks, levels)
         output_memory, points = self.point_proposals(memory, levels)
         enc_cls = cls_branch(output_memory)
         enc_pose = kpt_branch(output_memory) + points.repeat(
             1, 1, self.num_keypoints)
         # Column 0 scores "person": proposals are trained class-agnostic.
-        topk = enc_cls[..., 0].topk(num_proposals, dim=1)[1]
+        topk = enc_cls[..., 0].topk(num_kept, dim=1)[1]
         if proposal_ranks is not None:
             topk = topk[:, proposal_ranks]
         init_poses = enc_pose.gather(
@@ -271,46 +260,38 @@ class PETRTransformer(DeformableDetrTransformer):
             Tensor: [bs, h, w, c] on the first level's grid.
         """
         height, width = levels['spatial_shapes'][0].tolist()
-        spatial_shapes = levels['spatial_shapes'][:1]
-        valid_ratios = levels['valid_ratios'][:, :1]
-        first = memory[:, :height * width]
-        hm_memory = self.hm_encoder(
-            query=first.permute(1, 0, 2),
-            key=None,
-            value=None,
-            query_pos=None,
-            query_key_padding_mask=levels['mask'][:, :height * width],
-            spatial_shapes=spatial_shapes,
-            reference_points=self.get_reference_points(
-                spatial_shapes, valid_ratios, device=memory.device),
-            level_start_index=levels['level_start_index'][:1],
-            valid_ratios=valid_ratios)
-        return hm_memory.permute(1, 0, 2).reshape(memory.size(0), height,
-                                                  width, -1)
+        hm_memory = encode(self.hm_encoder, first_level(memory, levels))
+        return hm_memory.reshape(memory.size(0), height, width, -1)
 
     def forward(self,
                 mlvl_feats,
                 mlvl_masks,
-                mlvl_pos_embeds,
                 query_embed,
-                kpt_branches,
-                cls_branches,
+                mlvl_pos_embeds,
+                num_queries,
                 proposal_ranks=None,
+                kpt_branches=None,
+                cls_branches=None,
                 attn_masks=None,
                 with_heatmap=False):
         """Encode, propose poses, decode them.
 
+        The arguments are in the order of
+        :meth:`.DeformableDetrTransformer.forward`'s.
+
         Args:
             mlvl_feats (list[Tensor]): Each [bs, c, h_l, w_l].
             mlvl_masks (list[Tensor]): Each [bs, h_l, w_l], True at padding.
-            mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
             query_embed (Tensor): [nq, 2c] learned query position and
                 content (one row per active query).
-            kpt_branches (nn.ModuleList): Pose branches, one per decoder
-                layer plus the proposal branch last.
-            cls_branches (nn.ModuleList): Class branches, same layout.
+            mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
+            num_queries (int): nq, the queries (and pose proposals) to run.
             proposal_ranks (Tensor | None): [nq] long, the proposal rank of
                 each query (None: rank i feeds query i).
+            kpt_branches (nn.ModuleList): Pose branches, one per decoder
+                layer plus the proposal branch last (required).
+            cls_branches (nn.ModuleList): Class branches, same layout
+                (required).
             attn_masks (list[Tensor | None] | None): One mask per attention
                 of a decoder layer, ``[self_attn_mask, None]``.
             with_heatmap (bool): Also run the heatmap encoder.
@@ -319,28 +300,29 @@ class PETRTransformer(DeformableDetrTransformer):
             dict: ``states`` [num_layers, bs, nq, c], ``poses``
             [num_layers, bs, nq, 2K], ``enc_cls`` [bs, S, C], ``enc_poses``
             [bs, S, 2K], ``memory`` [bs, S, c], ``levels`` (see
-            ``flatten_levels``) and ``hm_memory`` ([bs, h, w, c] or None).
+            :mod:`.deformable_encoder`) and ``hm_memory`` ([bs, h, w, c] or
+            None).
         """
-        levels = self.flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds)
-        memory = self.encode(levels)
+        if kpt_branches is None or cls_branches is None:
+            raise TypeError('PETRTransformer needs kpt_branches and '
+                            'cls_branches')
+        check_query_embed(query_embed, num_queries)
+        levels = flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds,
+                                self.level_embeds)
+        memory = encode(self.encoder, levels)
         num_dec = self.decoder.num_layers
         init_poses, enc_cls, enc_poses = self.propose_poses(
-            memory, levels, query_embed.size(0), proposal_ranks,
+            memory, levels, num_queries, proposal_ranks,
             cls_branches[num_dec], kpt_branches[num_dec])
         query_pos, query = query_embed.split(self.embed_dims, dim=1)
         bs = memory.size(0)
         states, poses = self.decoder(
             query=query.unsqueeze(1).expand(-1, bs, -1),
-            key=None,
-            value=memory.permute(1, 0, 2),
             query_pos=query_pos.unsqueeze(1).expand(-1, bs, -1),
-            key_padding_mask=levels['mask'],
             reference_poses=init_poses,
-            spatial_shapes=levels['spatial_shapes'],
-            level_start_index=levels['level_start_index'],
-            valid_ratios=levels['valid_ratios'],
             kpt_branches=kpt_branches[:num_dec],
-            attn_masks=attn_masks)
+            attn_masks=attn_masks,
+            **memory_inputs(memory, levels))
         hm_memory = self.heatmap_memory(memory,
                                         levels) if with_heatmap else None
         return dict(
@@ -363,7 +345,7 @@ class PETRTransformer(DeformableDetrTransformer):
 
         Args:
             memory (Tensor): [bs, S, c] encoder output.
-            levels (dict): See ``flatten_levels``.
+            levels (dict): See :mod:`.deformable_encoder`.
             poses (Tensor): [n, 2K] poses in [0, 1] (detached), one per
                 person to refine.
             img_inds (Tensor): [n] long, the image of each person: its
@@ -372,22 +354,23 @@ class PETRTransformer(DeformableDetrTransformer):
                 refine layer.
 
         Returns:
-            Tensor: [num_refine_layers, n, K, 2] keypoints in [0, 1].
+            Tensor: [num_refine_layers, n, K, 2] keypoints in [0, 1], each
+            layer's attached to its refine branch.
         """
         num_persons = poses.size(0)
         query_pos, query = self.refine_query_embedding.weight.split(
             self.embed_dims, dim=1)
+        # Memory, mask and shapes per image, valid ratios per person.
+        inputs = dict(
+            memory_inputs(memory, levels),
+            valid_ratios=levels['valid_ratios'][img_inds])
         _, keypoints = self.refine_decoder(
             query=query.unsqueeze(1).expand(-1, num_persons, -1),
-            key=None,
-            value=memory.permute(1, 0, 2),
             query_pos=query_pos.unsqueeze(1).expand(-1, num_persons, -1),
-            key_padding_mask=levels['mask'],
             reference_points=poses.view(num_persons, self.num_keypoints, 2),
-            spatial_shapes=levels['spatial_shapes'],
-            level_start_index=levels['level_start_index'],
-            valid_ratios=levels['valid_ratios'][img_inds],
             reg_branches=refine_branches,
+            return_predictions=True,
             attn_masks=None,
-            per_image_queries=PerImageQueries(img_inds, memory.size(0)))
+            per_image_queries=PerImageQueries(img_inds, memory.size(0)),
+            **inputs)
         return keypoints

@@ -11,41 +11,23 @@ Adds to mmdet's two-stage Deformable-DETR transformer:
 - per-attention masks (``attn_masks``) passed to every decoder layer, which is
   how the hybrid query groups reach the decoder self-attention;
 - activation checkpointing of encoder and decoder layers (``with_cp``).
+
+The input flattening and the encoder call are :mod:`.deformable_encoder`'s,
+shared with the PETR transformer; the refinement is
+:func:`.refine_reference`.
 """
 import torch
 from mmdet.models.utils.transformer import (
     DeformableDetrTransformer as MMDetDeformableDetrTransformer,
     DeformableDetrTransformerDecoder as MMDetDeformableDetrTransformerDecoder,
-    DetrTransformerEncoder as MMDetDetrTransformerEncoder, inverse_sigmoid)
+    DetrTransformerEncoder as MMDetDetrTransformerEncoder)
 
 from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .deformable_encoder import (check_query_embed, encode, flatten_levels,
+                                 memory_inputs, num_proposals)
 from .layer_cfgs import StrictLayerSequence
 from .layer_checkpoint import run_layer
-
-
-def refine_reference(delta, reference):
-    """Apply a predicted delta to a normalised reference in logit space.
-
-    Args:
-        delta (Tensor): [..., 4] network output.
-        reference (Tensor): [..., 4] boxes (cx, cy, w, h) or [..., 2] points
-            in [0, 1].
-
-    Returns:
-        Tensor: [..., 4] refined boxes in [0, 1], fp32. With point
-        references the width and height come from ``delta`` alone.
-    """
-    # fp32 even under fp16 training: each layer refines the previous
-    # layer's box, and half precision (~1e-3) would add up over layers.
-    delta, reference = delta.float(), reference.float()
-    if reference.shape[-1] == 4:
-        return (delta + inverse_sigmoid(reference)).sigmoid()
-    if reference.shape[-1] != 2:
-        raise ValueError(
-            f'reference must have 2 or 4 coordinates, got {reference.shape}')
-    return torch.cat(
-        [delta[..., :2] + inverse_sigmoid(reference), delta[..., 2:]],
-        dim=-1).sigmoid()
+from .refine import refine_reference
 
 
 @TRANSFORMER_LAYER_SEQUENCE.register_module()
@@ -80,9 +62,12 @@ class DeformableDetrTransformerDecoder(StrictLayerSequence,
     """Deformable-DETR decoder: iterative refinement, look forward twice.
 
     Args:
-        look_forward_twice (bool): Return each layer's refined reference
-            before it is detached, so that the box predicted at layer l + 1
-            (built on it) also trains layer l's regression branch.
+        look_forward_twice (bool): H-Deformable-DETR's "look forward twice"
+            trick: the head builds layer l + 1's box on layer l's refined
+            box before it is detached, so layer l + 1's box loss also trains
+            layer l's regression branch. The decoder then returns the
+            refined references attached (as ``return_predictions=True``
+            does for one call).
         with_cp (bool): Checkpoint every layer in training (see
             :mod:`.layer_checkpoint`).
     """
@@ -99,24 +84,33 @@ class DeformableDetrTransformerDecoder(StrictLayerSequence,
                 reference_points=None,
                 valid_ratios=None,
                 reg_branches=None,
+                return_predictions=False,
                 **kwargs):
         """Run the decoder layers.
 
         Args:
             query (Tensor): [num_query, bs, embed_dims].
-            reference_points (Tensor): [bs, num_query, 4] (or 2) in [0, 1].
+            reference_points (Tensor): [bs, num_query, R] in [0, 1], boxes
+                (R = 4) or points (R = 2).
             valid_ratios (Tensor): [bs, num_levels, 2].
-            reg_branches (nn.ModuleList | None): Per-layer box branches for
-                iterative refinement; None keeps the references fixed.
+            reg_branches (nn.ModuleList | None): Per-layer branches for
+                iterative refinement (see :func:`.refine_reference`); None
+                keeps the references fixed.
+            return_predictions (bool): Return each layer's refined reference
+                as predicted, attached to that layer's branch (so that a
+                loss on it trains the branch), not the detached copy handed
+                to the next layer. Always so with ``look_forward_twice``.
             **kwargs: Passed to every layer (``value``, ``attn_masks``,
                 ``key_padding_mask``, ``spatial_shapes``, ...).
 
         Returns:
             tuple[Tensor, Tensor]: Layer outputs [num_layers, num_query, bs,
-            embed_dims] and the reference each layer hands to the next
-            [num_layers, bs, num_query, 4] (with ``return_intermediate``;
-            otherwise the last ones only).
+            embed_dims] and each layer's refined reference [num_layers, bs,
+            num_query, D] (D: the branches' output size, R without
+            branches) (with ``return_intermediate``; otherwise the last
+            ones only).
         """
+        attached = return_predictions or self.look_forward_twice
         output = query
         intermediate = []
         intermediate_reference_points = []
@@ -143,8 +137,7 @@ class DeformableDetrTransformerDecoder(StrictLayerSequence,
             if self.return_intermediate:
                 intermediate.append(output)
                 intermediate_reference_points.append(
-                    new_reference_points
-                    if self.look_forward_twice else reference_points)
+                    new_reference_points if attached else reference_points)
 
         if self.return_intermediate:
             return torch.stack(intermediate), torch.stack(
@@ -175,62 +168,6 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
             raise ValueError('mixed_selection needs as_two_stage=True')
         self.mixed_selection = mixed_selection
 
-    def flatten_levels(self, mlvl_feats, mlvl_masks, mlvl_pos_embeds):
-        """Flatten multi-level maps into one sequence for the encoder.
-
-        Args:
-            mlvl_feats (list[Tensor]): Each [bs, c, h_l, w_l].
-            mlvl_masks (list[Tensor]): Padding masks, each [bs, h_l, w_l].
-            mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
-
-        Returns:
-            dict: ``feat`` [bs, sum(h*w), c], ``mask`` [bs, sum(h*w)],
-            ``pos`` [bs, sum(h*w), c] (level embedding added),
-            ``spatial_shapes`` [L, 2], ``level_start_index`` [L],
-            ``valid_ratios`` [bs, L, 2].
-        """
-        feats, masks, poses, shapes = [], [], [], []
-        for lvl, (feat, mask, pos) in enumerate(
-                zip(mlvl_feats, mlvl_masks, mlvl_pos_embeds)):
-            shapes.append(feat.shape[-2:])
-            feats.append(feat.flatten(2).transpose(1, 2))
-            masks.append(mask.flatten(1))
-            poses.append(
-                pos.flatten(2).transpose(1, 2) +
-                self.level_embeds[lvl].view(1, 1, -1))
-        feat = torch.cat(feats, 1)
-        spatial_shapes = torch.as_tensor(
-            shapes, dtype=torch.long, device=feat.device)
-        level_start_index = torch.cat((spatial_shapes.new_zeros(
-            (1, )), spatial_shapes.prod(1).cumsum(0)[:-1]))
-        valid_ratios = torch.stack(
-            [self.get_valid_ratio(m) for m in mlvl_masks], 1)
-        return dict(
-            feat=feat,
-            mask=torch.cat(masks, 1),
-            pos=torch.cat(poses, 1),
-            spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index,
-            valid_ratios=valid_ratios)
-
-    def encode(self, levels):
-        """Run the encoder; returns memory [bs, sum(h*w), c]."""
-        reference_points = self.get_reference_points(
-            levels['spatial_shapes'],
-            levels['valid_ratios'],
-            device=levels['feat'].device)
-        memory = self.encoder(
-            query=levels['feat'].permute(1, 0, 2),
-            key=None,
-            value=None,
-            query_pos=levels['pos'].permute(1, 0, 2),
-            query_key_padding_mask=levels['mask'],
-            spatial_shapes=levels['spatial_shapes'],
-            reference_points=reference_points,
-            level_start_index=levels['level_start_index'],
-            valid_ratios=levels['valid_ratios'])
-        return memory.permute(1, 0, 2)
-
     def select_queries(self, memory, levels, query_embed, num_queries,
                        proposal_ranks, reg_branches, cls_branches):
         """Initial queries and references, from proposals or embeddings.
@@ -252,14 +189,7 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
             return (query, query_pos,
                     self.reference_points(query_pos).sigmoid(), None, None)
 
-        num_proposals = num_queries if proposal_ranks is None else int(
-            proposal_ranks.max()) + 1
-        if num_proposals > memory.size(1):
-            raise ValueError(
-                f'{num_queries} two-stage queries need {num_proposals} '
-                f'encoder positions, but this input gives {memory.size(1)} '
-                f'(feature maps {levels["spatial_shapes"].tolist()}): use '
-                f'larger images or fewer queries')
+        num_kept = num_proposals(num_queries, proposal_ranks, levels)
         output_memory, output_proposals = self.gen_encoder_output_proposals(
             memory, levels['mask'], levels['spatial_shapes'])
         num_dec = self.decoder.num_layers
@@ -269,7 +199,7 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
 
         # Column 0 scores "object": the encoder is trained class-agnostic.
         topk_index = torch.topk(
-            enc_outputs_class[..., 0], num_proposals, dim=1)[1]
+            enc_outputs_class[..., 0], num_kept, dim=1)[1]
         if proposal_ranks is not None:
             topk_index = topk_index[:, proposal_ranks]
         topk_coords_unact = torch.gather(
@@ -320,25 +250,19 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
         if query_embed is None and (self.mixed_selection
                                     or not self.as_two_stage):
             raise ValueError('this transformer needs a query embedding')
-        if query_embed is not None and query_embed.size(0) != num_queries:
-            raise ValueError(f'query_embed has {query_embed.size(0)} rows '
-                             f'for {num_queries} queries')
-        levels = self.flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds)
-        memory = self.encode(levels)
+        check_query_embed(query_embed, num_queries)
+        levels = flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds,
+                                self.level_embeds)
+        memory = encode(self.encoder, levels)
         query, query_pos, reference_points, enc_cls, enc_coord = \
             self.select_queries(memory, levels, query_embed, num_queries,
                                 proposal_ranks, reg_branches, cls_branches)
         states, references = self.decoder(
             query=query.permute(1, 0, 2),
-            key=None,
-            value=memory.permute(1, 0, 2),
             query_pos=query_pos.permute(1, 0, 2),
-            key_padding_mask=levels['mask'],
             reference_points=reference_points,
-            spatial_shapes=levels['spatial_shapes'],
-            level_start_index=levels['level_start_index'],
-            valid_ratios=levels['valid_ratios'],
             reg_branches=reg_branches,
-            attn_masks=attn_masks)
+            attn_masks=attn_masks,
+            **memory_inputs(memory, levels))
         return (states.permute(0, 2, 1, 3), reference_points, references,
                 enc_cls, enc_coord)

@@ -1,17 +1,26 @@
-"""Targets and losses of the PETR head (a mixin of :class:`PETRHead`).
+"""The losses of PETR / H-PETR, as one module built from its config.
 
-Every set of pose predictions (each pose-decoder layer, the encoder
-proposals) is matched to the ground truth by the Hungarian assigner and
-trained with a focal class loss, an L1 loss on the visible keypoint
-coordinates (normalised by the image size) and, for decoder layers, an OKS
-loss in pixels. The refine decoder trains on the persons matched at the last
-pose-decoder layer; the heatmap branch on Gaussian keypoint heatmaps.
+Every set of pose predictions (each pose-decoder layer of every query group,
+the encoder proposals) is matched to the ground truth by the Hungarian
+assigner and trained with a focal class loss, an L1 loss on the visible
+keypoint coordinates (normalised by the image size) and, for decoder layers,
+an OKS loss in pixels. The heatmap branch trains on Gaussian keypoint
+heatmaps. The refine decoder trains on the persons matched at the last
+pose-decoder layer: the head runs it between :meth:`PETRCriterion.forward`
+(which returns those persons) and :meth:`PETRCriterion.refine_losses`.
 """
 import torch
+import torch.nn as nn
 from mmdet.core import reduce_mean
 
-from opera.core.bbox import matched_pairs
+from opera.core.bbox import build_assigner, matched_pairs
 from opera.core.keypoint import keypoint_heatmap_target
+from ..builder import LOSSES, build_model
+from ..utils.arguments import require_cfg_keys
+
+BASE_CONFIG = 'configs/_base_/models/petr_r50.py'
+LOSS_KEYS = ('loss_cls', 'loss_kpt', 'loss_oks', 'loss_kpt_rpn', 'loss_hm',
+             'loss_kpt_refine', 'loss_oks_refine')
 
 
 def image_sizes(img_metas, device):
@@ -27,8 +36,138 @@ def mean_over_gpus(count, device):
     return reduce_mean(count).clamp(min=1).item()
 
 
-class PETRLossMixin:
-    """Losses of :class:`PETRHead`; needs its losses, assigner and K."""
+@LOSSES.register_module()
+class PETRCriterion(nn.Module):
+    """Matching and losses of PETR / H-PETR (DETR's ``SetCriterion``).
+
+    No loss has a default: the recipe is in ``model.bbox_head.criterion``
+    of ``configs/_base_/models/petr_r50.py``. ``opera.PETRHead`` fills in
+    ``num_classes``, ``num_keypoints``, the OKS losses' K and sigmas (from
+    its keypoint layout) and ``assigner`` (its ``train_cfg.assigner``); a
+    criterion built alone gives them itself.
+
+    Args:
+        num_classes (int): Person classes (1); label ``num_classes`` is the
+            background.
+        num_keypoints (int): K.
+        loss_cls (dict): Focal class loss (decoder layers and proposals),
+            sigmoid.
+        loss_kpt (dict): Keypoint L1 loss of the decoder layers.
+        loss_oks (dict): OKS loss of the decoder layers.
+        loss_kpt_rpn (dict): Keypoint L1 loss of the proposals.
+        loss_hm (dict): Heatmap loss (``GaussianFocalLoss``).
+        loss_kpt_refine (dict): Keypoint L1 loss of the refine layers.
+        loss_oks_refine (dict): OKS loss of the refine layers.
+        heatmap_target (dict): Arguments of ``keypoint_heatmap_target``
+            (stride, min_overlap, max_radius).
+        heatmap_prob_eps (float): Heatmap probabilities are clamped to
+            [eps, 1 - eps].
+        assigner (dict | None): ``opera.PoseHungarianAssigner`` config; None
+            for a model built for testing only (then the losses refuse to
+            run).
+    """
+
+    def __init__(self,
+                 num_classes=None,
+                 num_keypoints=None,
+                 loss_cls=None,
+                 loss_kpt=None,
+                 loss_oks=None,
+                 loss_kpt_rpn=None,
+                 loss_hm=None,
+                 loss_kpt_refine=None,
+                 loss_oks_refine=None,
+                 heatmap_target=None,
+                 heatmap_prob_eps=1e-4,
+                 assigner=None):
+        super().__init__()
+        losses = dict(
+            loss_cls=loss_cls,
+            loss_kpt=loss_kpt,
+            loss_oks=loss_oks,
+            loss_kpt_rpn=loss_kpt_rpn,
+            loss_hm=loss_hm,
+            loss_kpt_refine=loss_kpt_refine,
+            loss_oks_refine=loss_oks_refine)
+        require_cfg_keys(
+            'PETRCriterion',
+            'model.bbox_head.criterion',
+            BASE_CONFIG,
+            num_classes=num_classes,
+            num_keypoints=num_keypoints,
+            **losses,
+            heatmap_target=heatmap_target)
+        self.num_classes = num_classes
+        self.num_keypoints = num_keypoints
+        self.heatmap_target = heatmap_target
+        self.heatmap_prob_eps = heatmap_prob_eps
+        self.assigner = None if assigner is None else build_assigner(assigner)
+        for name in LOSS_KEYS:
+            setattr(self, name, build_model(losses[name]))
+        if not self.loss_cls.use_sigmoid:
+            raise ValueError('PETRCriterion needs a sigmoid class loss '
+                             '(criterion.loss_cls.use_sigmoid=True)')
+
+    def forward(self, outputs, gt_bboxes, gt_labels, gt_keypoints, gt_areas,
+                img_metas, query_groups):
+        """Losses of every (decoder layer, query group), of the proposals and
+        the heatmaps, and the persons the refine decoder trains on.
+
+        Each query group is matched and normalised on its own at every
+        decoder layer, against the ground truth repeated that group's K at
+        that layer (see ``HybridQueryGroups.loss``).
+
+        Args:
+            outputs (dict): Of ``PETRHead.forward`` in training:
+                ``cls_scores`` [num_layers, bs, Q, C], ``poses``
+                [num_layers, bs, Q, 2K] in [0, 1] of the image, ``enc_cls``
+                [bs, S, C], ``enc_poses`` [bs, S, 2K], ``hm_logits``
+                [bs, K, h, w], ``hm_padding`` [bs, h, w] bool.
+            gt_bboxes (list[Tensor]): Per image [G, 4] person boxes, pixels.
+            gt_labels (list[Tensor]): Per image [G].
+            gt_keypoints (list[Tensor]): Per image [G, K, 3] (x, y, v),
+                pixels.
+            gt_areas (list[Tensor]): Per image [G] areas, pixels^2.
+            img_metas (list[dict]): Per image, need ``img_shape``.
+            query_groups (HybridQueryGroups): The groups of the Q queries.
+
+        Returns:
+            tuple[dict, dict]: The losses (and ``num_matched*``), and the
+            persons matched at the last layer by every group, for the
+            refine decoder (see :meth:`layer_losses`; without any, the
+            :meth:`placeholder_positives`).
+        """
+
+        def layer_group_loss(predictions, num_repeats):
+            return self.layer_losses(*predictions, gt_labels, gt_keypoints,
+                                     gt_areas, img_metas, self.loss_kpt,
+                                     self.loss_oks, num_repeats)
+
+        losses, last_positives = query_groups.loss(layer_group_loss,
+                                                   outputs['cls_scores'],
+                                                   outputs['poses'])
+        positives = {
+            name: torch.cat([group[name] for group in last_positives])
+            for name in last_positives[0]
+        }
+        losses.update(
+            self.encoder_losses(outputs['enc_cls'], outputs['enc_poses'],
+                                gt_labels, gt_keypoints, gt_areas, img_metas))
+        losses['loss_hm'] = self.heatmap_loss(outputs['hm_logits'],
+                                              outputs['hm_padding'],
+                                              gt_keypoints, gt_bboxes)
+        if positives['poses'].size(0) == 0:
+            positives = self.placeholder_positives(outputs['poses'])
+        return losses, positives
+
+    def required_assigner(self):
+        """The assigner, or a clear error for a criterion built without."""
+        if self.assigner is None:
+            raise RuntimeError(
+                'PETRCriterion has no assigner, so it cannot compute '
+                'losses: give model.train_cfg.assigner (a criterion built '
+                'alone: assigner=...), see ' + BASE_CONFIG)
+        return self.assigner
 
     def pose_targets(self, cls_score, poses, gt_labels, gt_keypoints,
                      gt_areas, img_meta, num_repeats=1):
@@ -49,7 +188,7 @@ class PETRLossMixin:
             coordinates of matched queries), areas [Q], matched count (int).
         """
         num_query = poses.size(0)
-        assign_result = self.assigner.assign(
+        assign_result = self.required_assigner().assign(
             cls_score,
             poses,
             gt_labels,
@@ -153,7 +292,9 @@ class PETRLossMixin:
 
     def encoder_losses(self, enc_cls, enc_poses, gt_labels, gt_keypoints,
                        gt_areas, img_metas):
-        """Class-agnostic class and keypoint L1 losses of the proposals."""
+        """Class-agnostic class and keypoint L1 losses of the proposals
+        (enc_cls [bs, S, C], enc_poses [bs, S, 2K]): ``enc_loss_cls``,
+        ``enc_loss_kpt``."""
         person_labels = [torch.zeros_like(labels) for labels in gt_labels]
         losses, _, _ = self.layer_losses(enc_cls, enc_poses, person_labels,
                                          gt_keypoints, gt_areas, img_metas,
@@ -187,6 +328,19 @@ class PETRLossMixin:
         num_peaks = targets.eq(1).sum().clamp(min=1).item()
         return self.loss_hm(probs, targets, valid, avg_factor=num_peaks)
 
+    def placeholder_positives(self, poses):
+        """One zero-weight person in image 0 (``poses``: any tensor of the
+        poses' dtype and device), so that the refine decoder stays in the
+        graph (every parameter gets a gradient) when no query matched a
+        person; the keys of :meth:`layer_losses`' positives, n = 1."""
+        pose = poses.new_full((1, 2 * self.num_keypoints), 0.5)
+        return dict(
+            poses=pose,
+            targets=torch.zeros_like(pose),
+            weights=torch.zeros_like(pose),
+            areas=pose.new_ones(1),
+            img_inds=pose.new_zeros(1, dtype=torch.long))
+
     def refine_losses(self, refined, positives, img_metas):
         """L1 and OKS losses of every refine-decoder layer.
 
@@ -195,6 +349,7 @@ class PETRLossMixin:
                 [0, 1].
             positives (dict): The persons they refine (see
                 :meth:`layer_losses`).
+            img_metas (list[dict]): Per image, need ``img_shape``.
 
         Returns:
             dict: ``d{i}.loss_kpt_refine`` and ``d{i}.loss_oks_refine``.
