@@ -31,18 +31,24 @@ def val_records(run_dir):
     return [r for r in records if r.get('mode') == 'val']
 
 
+def short_schedule(ann_file, epochs):
+    """--cfg-options: train and evaluate on ``ann_file`` for ``epochs``
+    epochs, evaluating half way and at the end."""
+    return [
+        f'data.{split}.ann_file={ann_file}'
+        for split in ('train', 'val', 'test')
+    ] + [
+        f'runner.max_epochs={epochs}', f'evaluation.interval={epochs // 2}',
+        f'checkpoint_config.interval={epochs}'
+    ]
+
+
 def test_quickstart_short_schedule_learns_and_draws(tmp_path):
     ann_file = subset_annotations(
         osp.join(SAMPLE, 'annotations', 'instances_sample.json'),
         (IMAGE_ID, ), tmp_path / 'one_image.json')
     work_dir = tmp_path / 'quickstart'
-    options = [
-        f'data.{split}.ann_file={ann_file}'
-        for split in ('train', 'val', 'test')
-    ] + [
-        f'runner.max_epochs={EPOCHS}', f'evaluation.interval={EPOCHS // 2}',
-        f'checkpoint_config.interval={EPOCHS}', 'log_config.interval=1'
-    ]
+    options = short_schedule(ann_file, EPOCHS) + ['log_config.interval=1']
     done = run_in_repo(['bash', 'tools/quickstart.sh',
                         str(work_dir)] + options)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -93,14 +99,7 @@ def test_quickstart_pose_short_schedule_learns_and_draws(tmp_path):
         osp.join(SAMPLE, 'annotations', 'person_keypoints_quickstart.json'),
         (POSE_IMAGE_ID, ), tmp_path / 'one_person.json')
     work_dir = tmp_path / 'quickstart_pose'
-    options = [
-        f'data.{split}.ann_file={ann_file}'
-        for split in ('train', 'val', 'test')
-    ] + [
-        f'runner.max_epochs={POSE_EPOCHS}',
-        f'evaluation.interval={POSE_EPOCHS // 2}',
-        f'checkpoint_config.interval={POSE_EPOCHS}'
-    ]
+    options = short_schedule(ann_file, POSE_EPOCHS)
     done = run_in_repo(['bash', 'tools/quickstart.sh', '--pose',
                         str(work_dir)] + options)
     assert done.returncode == 0, done.stderr[-3000:]
