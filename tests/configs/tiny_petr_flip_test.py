@@ -7,22 +7,6 @@ model = dict(
         max_per_img=5,
         score_thr=0.,
         nms=dict(type='soft_nms', iou_threshold=0.5)))
-img_norm_cfg = dict(
-    mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='MultiScaleFlipAug',
-        img_scale=(320, 256),
-        flip=True,
-        transforms=[
-            dict(type='Resize', keep_ratio=True),
-            dict(type='RandomFlip'),
-            dict(type='Normalize', **img_norm_cfg),
-            dict(type='Pad', size_divisor=1),
-            dict(type='DefaultFormatBundle'),
-            dict(type='Collect', keys=['img'])
-        ])
-]
+test_pipeline = {{_base_.flip_test_pipeline}}
 data = dict(
     val=dict(pipeline=test_pipeline), test=dict(pipeline=test_pipeline))

@@ -39,6 +39,9 @@ test_pipeline = [
             dict(type='Collect', keys=['img'])
         ])
 ]
+# Opera's flip test (the *_flip_test.py configs): each image and its
+# horizontal flip; the head maps the flipped persons back and merges both.
+flip_test_pipeline = [test_pipeline[0], dict(test_pipeline[1], flip=True)]
 sample = dict(
     type='opera.CocoPoseDataset',
     ann_file=data_root + 'annotations/person_keypoints_sample.json',

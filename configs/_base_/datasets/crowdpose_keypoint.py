@@ -79,6 +79,9 @@ test_pipeline = [
             dict(type='Collect', keys=['img'])
         ])
 ]
+# Opera's flip test (the *_flip_test.py configs): each image and its
+# horizontal flip; the head maps the flipped persons back and merges both.
+flip_test_pipeline = [test_pipeline[0], dict(test_pipeline[1], flip=True)]
 data = dict(
     samples_per_gpu=2,
     workers_per_gpu=2,
