@@ -15,6 +15,7 @@ from test_param_counts import REFERENCE_COUNTS
 
 from opera.apis import init_model
 from opera.models.utils import MultiScaleDeformableAttention
+from opera.utils.flops import flop_counter_mode
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -98,6 +99,40 @@ def test_count_flops_of_a_tiny_detector_adds_every_deformable_call():
         'deformable_sampling']
     assert set(flops['by_module']) == {'backbone', 'neck', 'bbox_head'}
     assert sum(flops['by_module'].values()) == flops['matmul_conv']
+
+
+def test_cpu_self_attention_products_are_counted():
+    """torch's counter has no formula for the CPU attention kernel; ours
+    counts its products as the CUDA flash kernel's: 4 b h s_q s_k d
+    forward, 10 b h s_q s_k d backward (scores recomputed)."""
+    b, h, s_q, s_k, d = 2, 4, 10, 12, 8
+    query = torch.randn(b, h, s_q, d, requires_grad=True)
+    key = torch.randn(b, h, s_k, d, requires_grad=True)
+    value = torch.randn(b, h, s_k, d, requires_grad=True)
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value)
+    plain, ours = FlopCounterMode(display=False), flop_counter_mode(
+        display=False)
+    for counter in (plain, ours):
+        with counter:
+            torch.nn.functional.scaled_dot_product_attention(
+                query, key, value).backward(torch.ones_like(output))
+    assert plain.get_total_flops() == 0
+    assert ours.get_total_flops() == (4 + 10) * b * h * s_q * s_k * d
+
+
+def test_count_flops_includes_the_decoder_self_attention(monkeypatch):
+    """The tiny detector's 2 decoder layers run self-attention over its 20
+    one-to-one queries at test time (8 heads of 32 channels): 4 x 20^2 x
+    256 FLOPs per layer more than torch's counter alone sees."""
+    model = init_model(TINY_DETECTION)
+    ours = get_flops.count_flops(model, (256, 320))
+    monkeypatch.setattr(get_flops, 'flop_counter_mode', FlopCounterMode)
+    plain = get_flops.count_flops(model, (256, 320))
+    assert ours['matmul_conv'] - plain['matmul_conv'] == 2 * 4 * 20**2 * 256
+    assert ours['by_module']['bbox_head'] - plain['by_module'][
+        'bbox_head'] == 2 * 4 * 20**2 * 256
+    assert ours['by_module']['backbone'] == plain['by_module']['backbone']
 
 
 def test_get_flops_cli_prints_parameters_and_flops():

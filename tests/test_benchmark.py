@@ -4,9 +4,10 @@ import json
 import sys
 
 import pytest
-from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import REPO_ROOT
+
+from opera.utils.flops import flop_counter_mode
 
 sys.path.insert(0, f'{REPO_ROOT}/tools/analysis_tools')
 import benchmark  # noqa: E402
@@ -60,8 +61,9 @@ def test_benchmark_reports_inference_train_split_and_memory(tmp_path):
                                            '--num-boxes', '3'
                                        ]), 'cpu')
     model.eval()
-    # torch's own counter (its module tracking needs gradients enabled).
-    with FlopCounterMode(display=False) as counter:
+    # torch's own counter (its module tracking needs gradients enabled),
+    # with the CPU attention kernel's formulas (opera.utils.flops).
+    with flop_counter_mode(display=False) as counter:
         model.simple_test(batch['img'], batch['img_metas'])
     assert inference['flops'] == counter.get_total_flops()
     assert inference['gflops_per_second'] == pytest.approx(
@@ -89,6 +91,9 @@ def test_benchmark_pose_config_against_a_second_config_interleaved():
     assert result['vs']['one2many_over_one2one_matching'] is None
     ratio = result['ratios']['train_total']
     assert ratio == plain['total'] / hybrid['total']  # one round
+    assert result['round_ratios'] == {'train_total': [ratio]}
+    assert f'train_total: {ratio:.2f}x (rounds {ratio:.2f})' in \
+        benchmark.format_table(result)
     assert 'inference' not in result
     # The refine decoder runs in the pose loss, on the matched persons.
     for model in (result, result['vs']):
@@ -137,3 +142,12 @@ def test_profile_attributes_every_op_and_flop_of_a_train_step():
         sum(row['total_s'] for row in parts.values()))
     assert result['ops'][0]['seconds'] == max(
         row['seconds'] for row in result['ops'])
+
+
+def test_vs_ratios_are_medians_of_the_round_ratios():
+    first = [dict(total=2.0), dict(total=4.0), dict(total=1.0)]
+    second = [dict(total=3.0), dict(total=10.0), dict(total=1.8)]
+    assert benchmark.round_ratios(first, second, 'total') == [1.5, 2.5, 1.8]
+    assert benchmark.median_ratio(first, second, 'total') == 1.8
+    assert benchmark.round_ratios([dict(total=0.0)], [dict(total=1.0)],
+                                  'total') is None

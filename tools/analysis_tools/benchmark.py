@@ -15,8 +15,9 @@ one-to-one decoder queries, the one-to-many queries and the encoder
 proposals.
 
 Next to each time it prints the matmul and convolution FLOPs of that part
-(by the formulas of torch's ``FlopCounterMode``, counted in one extra pass
-that is not timed: forward for inference; forward, loss and backward for a
+(by the formulas of torch's ``FlopCounterMode``, with the CPU
+self-attention kernel's added: ``opera.utils.flops``; counted in one extra
+pass that is not timed: forward for inference; forward, loss and backward for a
 train step) and the rate achieved, GFLOP/s, so every run shows how far it
 is from the machine's arithmetic limit. Peak memory is per model: the CUDA
 peak allocated, or on Linux CPUs the peak resident set (VmHWM) during its
@@ -25,7 +26,8 @@ steps, reset before each step.
 With ``--vs`` a second config (or the same one with other options) is built
 in the same process and measured round by round in turn with the first, so
 both see the same machine load; the ratios (second / first) are medians of
-the per-round ratios.
+the per-round ratios, and the per-round time ratios are printed beside
+them (``round_ratios`` in the JSON).
 """
 import argparse
 import contextlib
@@ -40,10 +42,10 @@ import torch
 from mmcv import Config, DictAction
 from mmcv.runner import load_checkpoint
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 import opera  # noqa: F401  (registers modules)
 from opera.models import build_detector
+from opera.utils.flops import op_flops
 
 
 def parse_args(argv=None):
@@ -131,9 +133,10 @@ def untimed_phase(name):
 
 
 class FlopCounter(TorchDispatchMode):
-    """Matmul/conv FLOPs of the aten ops run inside, by the formulas of
-    torch's ``FlopCounterMode`` (whose module tracking fails on views of
-    parameters taken under ``no_grad``, as the query embeddings are)."""
+    """Matmul/conv FLOPs of the aten ops run inside, by
+    :func:`opera.utils.flops.op_flops` (torch's ``FlopCounterMode`` itself
+    is not used: its module tracking fails on views of parameters taken
+    under ``no_grad``, as the query embeddings are)."""
 
     def __init__(self):
         super().__init__()
@@ -142,9 +145,7 @@ class FlopCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
+        self.flops += op_flops(func, args, kwargs, out)
         return out
 
 
@@ -324,13 +325,19 @@ def summarise(rows):
     return summary
 
 
-def median_ratio(rows_a, rows_b, key_a, key_b=None):
-    """Median over rounds of ``rows_b[key_b] / rows_a[key_a]`` (``key_b``
-    defaults to ``key_a``); None when a denominator is 0."""
+def round_ratios(rows_a, rows_b, key_a, key_b=None):
+    """Per round, ``rows_b[key_b] / rows_a[key_a]`` (``key_b`` defaults to
+    ``key_a``); None when a denominator is 0."""
     key_b = key_b or key_a
     if not all(a[key_a] > 0 for a in rows_a):
         return None
-    return median([b[key_b] / a[key_a] for a, b in zip(rows_a, rows_b)])
+    return [b[key_b] / a[key_a] for a, b in zip(rows_a, rows_b)]
+
+
+def median_ratio(rows_a, rows_b, key_a, key_b=None):
+    """Median of :func:`round_ratios`; None when a denominator is 0."""
+    ratios = round_ratios(rows_a, rows_b, key_a, key_b)
+    return None if ratios is None else median(ratios)
 
 
 def reset_peak_memory(device):
@@ -365,6 +372,8 @@ def build_run(config, cfg_options, checkpoint, args, device):
     cfg.model.backbone.init_cfg = None  # weights come from CHECKPOINT, if any
     torch.manual_seed(args.seed)
     model = build_detector(cfg.model)
+    # mmcv logs one line per initialised parameter; keep the tables readable.
+    logging.getLogger('mmcv').setLevel(logging.WARNING)
     model.init_weights()
     # Query groups with an epoch schedule (hybrid epoch) are measured in
     # their first phase; in training the schedule hook sets the epoch.
@@ -402,8 +411,6 @@ def run(args):
         the other config) and ``ratios`` (other / this, median over rounds).
     """
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    # mmcv logs one line per initialised parameter; keep the table readable.
-    logging.getLogger('mmcv').setLevel(logging.WARNING)
     specs = [(args.config, args.cfg_options, args.checkpoint)]
     if args.vs:
         specs.append((args.vs, args.vs_cfg_options, None))
@@ -449,6 +456,14 @@ def run(args):
     if args.vs:
         results[0]['vs'] = results[1]
         results[0]['ratios'] = vs_ratios(rows, *results)
+        # The spread of the time ratios, round by round.
+        results[0]['round_ratios'] = {
+            name: round_ratios(*rows[mode], key)
+            for name, mode, key in (('inference_seconds', 'inference',
+                                     'seconds_per_batch'),
+                                    ('train_total', 'train_step', 'total'))
+            if mode in rows
+        }
     return results[0]
 
 
@@ -520,10 +535,15 @@ def format_table(result):
                  ('unknown' if peak is None else f'{peak:.0f} MiB'))
     if 'vs' in result:
         lines += ['', 'vs', format_table(result['vs']), '']
-        lines += [
-            f'ratio       {name}: {value:.2f}x'
-            for name, value in result['ratios'].items() if value is not None
-        ]
+        for name, value in result['ratios'].items():
+            if value is None:
+                continue
+            line = f'ratio       {name}: {value:.2f}x'
+            rounds = result['round_ratios'].get(name)
+            if rounds:
+                line += ' (rounds ' + ', '.join(f'{r:.2f}'
+                                                for r in rounds) + ')'
+            lines.append(line)
     return '\n'.join(lines)
 
 

@@ -10,7 +10,8 @@ the top persons through the refine decoder; no heatmap branch). What is
 counted, in FLOPs of 2 per multiply-add:
 
 - every matrix multiply and convolution, by torch's ``FlopCounterMode``
-  (linear layers, attention products, convolutions);
+  (linear layers, attention products, convolutions), with the formulas of
+  the CPU self-attention kernel that it lacks added (``opera.utils.flops``);
 - the sampling of each multi-scale deformable attention call, which that
   counter does not see (``grid_sample`` and the weighted sum are not
   matmuls): per query, head, level, point and channel of the head, a
@@ -30,11 +31,11 @@ import sys
 import torch
 from mmcv import DictAction
 from mmcv.ops import MultiScaleDeformableAttention
-from torch.utils.flop_counter import FlopCounterMode
 
 import opera  # noqa: F401  (fills the registries)
 from opera.apis import init_model
 from opera.apis.inference_graph import InferenceGraph
+from opera.utils.flops import flop_counter_mode
 
 # Per query, head, level, point and head channel: bilinear interpolation
 # (4 multiply-adds) + attention weighting (1 multiply-add), 2 FLOPs each.
@@ -128,7 +129,7 @@ def count_flops(detector, input_size):
     graph = InferenceGraph(detector)
     img = torch.randn(1, 3, *input_size,
                       generator=torch.Generator().manual_seed(0))
-    counter = FlopCounterMode(display=False, depth=2)
+    counter = flop_counter_mode(display=False, depth=2)
     # Frozen parameters instead of no_grad: the counter's per-module
     # tracking hooks any module output that requires grad, and fails on a
     # parameter a module hands on unchanged.
@@ -164,7 +165,7 @@ def format_report(config, input_size, params, flops):
         f"FLOPs        {flops['total'] / 1e9:.1f} G "
         f"({flops['total'] / 2e9:.1f} GMACs)",
         f"  matmul/conv {flops['matmul_conv'] / 1e9:.1f} G "
-        '(torch FlopCounterMode)',
+        '(torch FlopCounterMode formulas)',
         f"  deformable sampling {flops['deformable_sampling'] / 1e9:.1f} G "
         f"({flops['deformable_calls']} calls)",
     ]

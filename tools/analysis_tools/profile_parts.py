@@ -10,8 +10,9 @@ step, one plain timed step (its wall time and peak memory) and one profiled
 step. In the profiled step every aten op is timed on its own (a
 ``TorchDispatchMode`` around the op; on CUDA it synchronises after each op)
 and its matmul/conv FLOPs are counted with the formulas of torch's
-``FlopCounterMode``. A forward op belongs to the innermost module running
-it; a backward op to the module whose forward created its autograd node
+``FlopCounterMode`` and, for the CPU self-attention kernel torch has none
+for, ``opera.utils.flops``. A forward op belongs to the innermost module
+running it; a backward op to the module whose forward created its autograd node
 (looked up by the node's sequence number), so backward time lands on the
 part that caused it. Parts are the backbone, neck, each transformer stack's
 self-attention / deformable projections (value, offset, weight and output
@@ -36,8 +37,8 @@ import torch
 from mmcv import DictAction
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import flop_registry
 
+from opera.utils.flops import op_flops
 from benchmark import (build_run, inference_step, peak_memory_mb,
                        reset_peak_memory, sync, train_step)
 
@@ -224,11 +225,9 @@ class OpProfiler(TorchDispatchMode):
         else:
             phase = 'backward'
             part = self.node_parts.get(node._sequence_nr(), 'unattributed')
-        packet = func._overloadpacket
-        flops = 0
-        if packet in flop_registry:
-            flops = flop_registry[packet](*args, **kwargs, out_val=out)
-        record = self.ops[(part, str(packet).split('.')[-1], phase)]
+        flops = op_flops(func, args, kwargs, out)
+        record = self.ops[(part, str(func._overloadpacket).split('.')[-1],
+                           phase)]
         record[0] += seconds
         record[1] += flops
         record[2] += 1
