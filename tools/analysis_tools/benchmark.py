@@ -17,11 +17,11 @@ proposals.
 Next to each time it prints the matmul and convolution FLOPs of that part
 (by the formulas of torch's ``FlopCounterMode``, with the CPU
 self-attention kernel's added: ``opera.utils.flops``; counted in one extra
-pass that is not timed: forward for inference; forward, loss and backward for a
-train step) and the rate achieved, GFLOP/s, so every run shows how far it
-is from the machine's arithmetic limit. Peak memory is per model: the CUDA
-peak allocated, or on Linux CPUs the peak resident set (VmHWM) during its
-steps, reset before each step.
+pass that is not timed: forward for inference; forward, loss and backward
+for a train step) and the rate achieved, GFLOP/s, so every run shows how
+far it is from the machine's arithmetic limit. Peak memory is per model:
+the CUDA peak allocated, or on Linux CPUs the peak resident set (VmHWM)
+during its steps, reset before each step.
 
 With ``--vs`` a second config (or the same one with other options) is built
 in the same process and measured round by round in turn with the first, so
