@@ -12,9 +12,9 @@ step. In the profiled step every aten op is timed on its own (a
 and its matmul/conv FLOPs are counted with the formulas of torch's
 ``FlopCounterMode`` and, for the CPU self-attention kernel torch has none
 for, ``opera.utils.flops``. A forward op belongs to the innermost module
-running it; a backward op to the module whose forward created its autograd node
-(looked up by the node's sequence number), so backward time lands on the
-part that caused it. Parts are the backbone, neck, each transformer stack's
+running it; a backward op to the module whose forward created its autograd
+node (looked up by the node's sequence number), so backward time lands on
+the part that caused it. Parts are the backbone, neck, each transformer stack's
 self-attention / deformable projections (value, offset, weight and output
 linears) / deformable sampling (the rest of the deformable attention:
 offsets to locations, softmax, ``grid_sample`` and the weighted sum) / FFN /
