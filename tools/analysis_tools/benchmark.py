@@ -377,7 +377,7 @@ def build_run(config, cfg_options, checkpoint, args, device):
     model.init_weights()
     # Query groups with an epoch schedule (hybrid epoch) are measured in
     # their first phase; in training the schedule hook sets the epoch.
-    model.bbox_head.hybrid.set_epoch(args.epoch)
+    model.set_epoch(args.epoch)
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
     model.to(device)

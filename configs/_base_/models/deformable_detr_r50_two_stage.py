@@ -7,7 +7,7 @@
 # attention under fp16, with_cp, one-to-many matching from untiled costs
 # (docs/hybrid_matching.md, docs/benchmark.md).
 model = dict(
-    type='mmdet.DeformableDETR',
+    type='opera.DeformableDETR',
     backbone=dict(
         type='ResNet',
         depth=50,

@@ -7,16 +7,19 @@ from mmcv_custom import HOOKS
 
 @HOOKS.register_module()
 class QueryGroupScheduleHook(Hook):
-    """Set the epoch of ``model.bbox_head.hybrid`` before every iteration.
+    """Give the detector the training epoch before every iteration.
 
-    In ``configs/_base_/default_runtime.py``; models without query groups
-    are left alone.
+    In ``configs/_base_/default_runtime.py``; calls the detector's
+    ``set_epoch(epoch)`` (``opera.DeformableDETR``, ``opera.PETR``), the one
+    way an epoch reaches a model. Models without it are left alone: a head
+    whose query groups follow a schedule then stops at its first loss,
+    saying that no epoch was set.
 
     Query groups with a ``repeats_schedule`` (e.g. the hybrid-epoch scheme:
     K = 10, then one-to-one) take their ground-truth repeat K from the epoch.
     The epoch comes from the runner, which restores it on ``--resume-from``
     and ``--auto-resume``, so a run resumed after the switch stays switched.
-    Each change of any group's K is logged.
+    Each change of what the epoch sets (every group's K per layer) is logged.
 
     Config::
 
@@ -24,21 +27,16 @@ class QueryGroupScheduleHook(Hook):
     """
 
     def __init__(self):
-        self._repeats = None
+        self._described = None
 
     def before_train_iter(self, runner):
         model = runner.model.module if is_module_wrapper(
             runner.model) else runner.model
-        groups = getattr(getattr(model, 'bbox_head', None), 'hybrid', None)
-        if groups is None:  # not a model with query groups
+        set_epoch = getattr(model, 'set_epoch', None)
+        if set_epoch is None:
             return
-        groups.set_epoch(runner.epoch)
-        repeats = [groups.num_repeats(group) for group in groups.groups]
-        if repeats != self._repeats:
-            described = '; '.join(
-                f'group {index} ({group.num_queries} queries): K per layer '
-                f'{list(k)}'
-                for index, (group, k) in enumerate(zip(groups.groups, repeats)))
+        described = set_epoch(runner.epoch)
+        if described is not None and described != self._described:
             runner.logger.info(
                 f'query groups at epoch {runner.epoch + 1}: {described}')
-            self._repeats = repeats
+            self._described = described

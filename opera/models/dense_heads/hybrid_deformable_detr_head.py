@@ -17,7 +17,8 @@ from opera.core.bbox import matched_pairs
 from ..builder import HEADS
 from ..utils.arguments import (reject_unknown_arguments,
                                reject_unknown_cfg_keys, require_cfg_keys)
-from ..utils.hybrid_matching import build_query_groups
+from ..utils.hybrid_matching import (build_query_groups,
+                                      pop_hybrid_branch_keys)
 from ..utils.padding import masks_and_positions
 from ..utils.refine import refine_reference
 
@@ -33,16 +34,14 @@ class HybridDeformableDETRHead(DeformableDETRHead):
 
     Args:
         num_query (int): Queries run at test time.
-        num_query_one2many (int): One-to-many queries of the hybrid branch,
-            training only (0: none).
-        k_one2many (int): Ground-truth repeats of the one-to-many group.
-        lambda_one2many (float): Weight of the one-to-many losses.
         query_groups (list[dict] | None): The query groups (``QueryGroup``
-            arguments), in place of the hybrid-branch keys: then
-            ``num_query_one2many`` must be 0 and ``num_query`` the number of
-            queries of the ``at_test`` groups.
+            arguments); ``num_query`` must be the number of queries of the
+            ``at_test`` groups.
         split_self_attn (bool): Decoder self-attention group by group
             (True) or masked over all queries (False); same outputs.
+        num_query_one2many, k_one2many, lambda_one2many: H-DETR's
+            hybrid-branch shorthand, in place of ``query_groups`` (see
+            ``opera.models.utils.build_query_groups``).
         **kwargs: See mmdet's ``DeformableDETRHead``. ``transformer``,
             ``positional_encoding``, ``loss_cls``, ``loss_bbox`` and
             ``loss_iou`` are required: mmdet's defaults are another recipe
@@ -55,12 +54,10 @@ class HybridDeformableDETRHead(DeformableDETRHead):
     def __init__(self,
                  *args,
                  num_query=300,
-                 num_query_one2many=0,
-                 k_one2many=6,
-                 lambda_one2many=1.0,
                  query_groups=None,
                  split_self_attn=True,
                  **kwargs):
+        hybrid_branch_keys = pop_hybrid_branch_keys(kwargs)
         reject_unknown_arguments(type(self), kwargs)
         require_cfg_keys(
             type(self).__name__, 'model.bbox_head',
@@ -69,14 +66,19 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         reject_unknown_cfg_keys(kwargs.get('train_cfg'),
                                 kwargs.get('test_cfg'))
         # _init_layers (called by the parent) sizes the query embedding.
-        self.hybrid = build_query_groups(
-            num_query, num_query_one2many, k_one2many, lambda_one2many,
-            query_groups, kwargs['transformer']['decoder']['num_layers'],
-            split_self_attn)
+        self.hybrid = build_query_groups(num_query, query_groups,
+                                         split_self_attn, hybrid_branch_keys)
         super().__init__(*args, num_query=num_query, **kwargs)
-        self.hybrid.check_self_attention(self.transformer.decoder)
+        self.hybrid.bind_decoder(self.transformer.decoder)
         if self.train_cfg:
             self.hybrid.check_assigner(self.assigner)
+
+    def set_epoch(self, epoch):
+        """The training epoch for the query groups' schedules (see
+        ``opera.QueryGroupScheduleHook``); returns their K per layer in
+        words."""
+        self.hybrid.set_epoch(epoch)
+        return self.hybrid.describe_repeats()
 
     def _init_layers(self):
         super()._init_layers()

@@ -74,11 +74,8 @@ class PETRHead(BaseModule):
         num_keypoints (int, optional): K; if given it must equal the
             layout's.
         num_query (int): Queries run at test time.
-        num_query_one2many (int): One-to-many queries, training only.
-        k_one2many (int): Ground-truth repeats for the one-to-many group.
-        lambda_one2many (float): Weight of the one-to-many losses.
-        query_groups (list[dict] | None): The query groups in place of the
-            hybrid-branch keys (see ``opera.HybridDeformableDETRHead``).
+        query_groups (list[dict] | None): The query groups (see
+            ``opera.HybridDeformableDETRHead``).
         split_self_attn (bool): Decoder self-attention group by group
             (True) or masked over all queries (False); same outputs.
         num_kpt_fcs (int): Hidden-to-hidden layers of the pose branches (and
@@ -96,6 +93,10 @@ class PETRHead(BaseModule):
             given to the criterion.
         test_cfg (dict): ``max_per_img``: persons kept per image.
         init_cfg (dict | None): Unused; see :meth:`init_weights`.
+        **hybrid_branch_keys: ``num_query_one2many``, ``k_one2many``,
+            ``lambda_one2many``: H-DETR's hybrid-branch shorthand in place
+            of ``query_groups`` (see
+            ``opera.models.utils.build_query_groups``).
     """
 
     def __init__(self,
@@ -103,9 +104,6 @@ class PETRHead(BaseModule):
                  keypoint_layout='coco',
                  num_keypoints=None,
                  num_query=300,
-                 num_query_one2many=0,
-                 k_one2many=5,
-                 lambda_one2many=1.0,
                  query_groups=None,
                  split_self_attn=True,
                  num_kpt_fcs=2,
@@ -117,7 +115,8 @@ class PETRHead(BaseModule):
                  hm_prior_prob=0.1,
                  train_cfg=None,
                  test_cfg=dict(max_per_img=100),
-                 init_cfg=None):
+                 init_cfg=None,
+                 **hybrid_branch_keys):
         super().__init__(init_cfg)
         require_cfg_keys(
             'PETRHead',
@@ -139,10 +138,8 @@ class PETRHead(BaseModule):
         train_cfg = train_cfg_with_layout(train_cfg, self.keypoint_layout)
         criterion = criterion_cfg_of_head(criterion, self.keypoint_layout,
                                           num_classes, train_cfg)
-        self.hybrid = build_query_groups(
-            num_query, num_query_one2many, k_one2many, lambda_one2many,
-            query_groups, transformer['decoder']['num_layers'],
-            split_self_attn)
+        self.hybrid = build_query_groups(num_query, query_groups,
+                                         split_self_attn, hybrid_branch_keys)
         # Set to True by mmcv's wrap_fp16_model (Fp16OptimizerHook).
         self.fp16_enabled = False
         self.num_classes = num_classes
@@ -158,7 +155,7 @@ class PETRHead(BaseModule):
             positional_encoding)
         self.transformer = TRANSFORMER.build(transformer)
         self.embed_dims = self.transformer.embed_dims
-        self.hybrid.check_self_attention(self.transformer.decoder)
+        self.hybrid.bind_decoder(self.transformer.decoder)
         self._init_layers(num_kpt_fcs, kpt_hidden_dims)
 
     def _init_layers(self, num_kpt_fcs, kpt_hidden_dims):
@@ -230,6 +227,13 @@ class PETRHead(BaseModule):
             hm_memory).permute(0, 3, 1, 2)
         outputs['hm_padding'] = masks[0]
         return outputs
+
+    def set_epoch(self, epoch):
+        """The training epoch for the query groups' schedules (see
+        ``opera.QueryGroupScheduleHook``); returns their K per layer in
+        words."""
+        self.hybrid.set_epoch(epoch)
+        return self.hybrid.describe_repeats()
 
     def refine(self, outputs, poses, img_inds):
         """Refine decoder on persons [n, 2K] of images ``img_inds`` [n].

@@ -1,3 +1,4 @@
+from .deformable_detr import DeformableDETR
 from .petr import PETR
 
-__all__ = ['PETR']
+__all__ = ['DeformableDETR', 'PETR']

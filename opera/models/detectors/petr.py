@@ -6,13 +6,14 @@ from opera.core.keypoint import bbox_kpt2result
 from opera.core.keypoint.aug_merge import merge_aug_poses
 from opera.core.visualization import imshow_det_keypoints, split_result
 from ..builder import DETECTORS
+from .query_group_epoch import QueryGroupEpochMixin
 
 # test_cfg keys of the test-time augmentation (read here, not by the head).
 AUG_TEST_CFG_KEYS = ('nms', 'score_thr')
 
 
 @DETECTORS.register_module()
-class PETR(DETR):
+class PETR(QueryGroupEpochMixin, DETR):
     """Backbone + neck + :class:`PETRHead`; NMS-free pose estimation.
 
     Works with any batch size in training and testing (test-time

@@ -21,20 +21,39 @@ from .builder import ATTENTION
 
 
 class QueryGroupMask:
-    """Consecutive query groups, each attending to its own queries only.
+    """Consecutive query groups, each attending to its own queries and,
+    one way, to the groups it is allowed to see.
 
     Args:
         sizes (Sequence[int]): Queries in each group, in query order.
+        sees (Sequence[Sequence[int]] | None): For each group, the indices
+            of the other groups whose queries it may also attend to (its
+            queries are not seen back unless the other group lists it too);
+            None: every group sees only itself. A denoising group that may
+            look at the matching queries, which never look at it, is
+            ``sees=[(), (0, )]``.
     """
 
-    def __init__(self, sizes):
+    def __init__(self, sizes, sees=None):
         self.sizes = tuple(int(size) for size in sizes)
         if not self.sizes or min(self.sizes) <= 0:
             raise ValueError(
                 f'query groups need positive sizes, got {list(sizes)}')
+        if sees is None:
+            sees = [()] * len(self.sizes)
+        self.sees = tuple(tuple(int(j) for j in seen) for seen in sees)
+        if len(self.sees) != len(self.sizes):
+            raise ValueError(f'sees needs one entry per group '
+                             f'({len(self.sizes)}), got {len(self.sees)}')
+        for i, seen in enumerate(self.sees):
+            if any(j == i or not 0 <= j < len(self.sizes) for j in seen):
+                raise ValueError(
+                    f'group {i} sees {list(seen)}: other groups\' '
+                    f'indices (0-{len(self.sizes) - 1}, not {i}) expected')
 
     def __repr__(self):
-        return f'{self.__class__.__name__}(sizes={self.sizes})'
+        return f'{self.__class__.__name__}(sizes={self.sizes}, ' \
+            f'sees={self.sees})'
 
     @property
     def num_queries(self):
@@ -44,13 +63,18 @@ class QueryGroupMask:
         """The same mask as one boolean matrix (the masked form).
 
         Returns:
-            Tensor: [N, N] bool, True where attention is blocked (query and
-            key in different groups).
+            Tensor: [N, N] bool, True where attention is blocked: query and
+            key in different groups, unless the query's group sees the
+            key's.
         """
+        num_groups = len(self.sizes)
+        visible = torch.eye(num_groups, dtype=torch.bool, device=device)
+        for i, seen in enumerate(self.sees):
+            visible[i, list(seen)] = True
         group_ids = torch.repeat_interleave(
-            torch.arange(len(self.sizes), device=device),
+            torch.arange(num_groups, device=device),
             torch.tensor(self.sizes, device=device))
-        return group_ids[:, None] != group_ids[None, :]
+        return ~visible[group_ids[:, None], group_ids[None, :]]
 
     def split(self, x, dim):
         """Split ``x`` along its query dimension ``dim`` into the groups."""
@@ -60,6 +84,15 @@ class QueryGroupMask:
                 f'has {x.size(dim)} along dim {dim}')
         return x.split(self.sizes, dim)
 
+    def keys_of(self, parts, dim):
+        """For each group, its own part of ``parts`` (one tensor per group)
+        followed by the parts of the groups it sees, joined along ``dim``:
+        the keys (values, key positions, padding) it attends to."""
+        return [
+            torch.cat([parts[i]] + [parts[j] for j in seen], dim)
+            if seen else parts[i] for i, seen in enumerate(self.sees)
+        ]
+
 
 @ATTENTION.register_module()
 class MultiheadAttention(MMCVMultiheadAttention):
@@ -67,8 +100,8 @@ class MultiheadAttention(MMCVMultiheadAttention):
 
     Same arguments, parameters and call as mmcv's. ``attn_mask`` may also be
     a :class:`QueryGroupMask` (self-attention only: query, key and value are
-    the same queries): each group then attends to itself, one attention per
-    group. Attention weights are never returned, so PyTorch takes its fused
+    the same queries): each group then attends to itself and the groups it
+    sees, one attention per group. Attention weights are never returned, so PyTorch takes its fused
     scaled-dot-product path.
     """
 
@@ -108,13 +141,20 @@ class MultiheadAttention(MMCVMultiheadAttention):
             raise ValueError(
                 f'a QueryGroupMask is for self-attention, but got '
                 f'{query.size(seq_dim)} queries and {key.size(seq_dim)} keys')
-        per_group = [
-            attn_mask.split(x, seq_dim) if x is not None else
-            (None, ) * len(attn_mask.sizes)
-            for x in (query, key, value, identity, query_pos, key_pos)
-        ]
-        padding = ((None, ) * len(attn_mask.sizes) if key_padding_mask is None
-                   else attn_mask.split(key_padding_mask, 1))
+        if key_pos is None and query_pos is not None:
+            # As attend() would: self-attention keys are at the queries'
+            # positions (needed here for the keys of groups seen one way).
+            key_pos = query_pos
+        none = (None, ) * len(attn_mask.sizes)
+        query, identity, query_pos = (
+            attn_mask.split(x, seq_dim) if x is not None else none
+            for x in (query, identity, query_pos))
+        key, value, key_pos = (
+            attn_mask.keys_of(attn_mask.split(x, seq_dim), seq_dim)
+            if x is not None else none for x in (key, value, key_pos))
+        padding = (none if key_padding_mask is None else attn_mask.keys_of(
+            attn_mask.split(key_padding_mask, 1), 1))
+        per_group = (query, key, value, identity, query_pos, key_pos)
         outputs = [
             self.attend(*group, None, group_padding)
             for *group, group_padding in zip(*per_group, padding)

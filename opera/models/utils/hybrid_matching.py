@@ -96,7 +96,7 @@ class QueryGroup:
                     f'{self} follows an epoch schedule, but no epoch was set: '
                     f'add custom_hooks=[dict(type="opera.'
                     f'QueryGroupScheduleHook")] to the config (or call '
-                    f'set_epoch on the head\'s hybrid groups)')
+                    f'the detector\'s set_epoch(epoch))')
             for entry in self.repeats_schedule:
                 if epoch >= entry['epoch']:
                     num_repeats = entry['num_repeats']
@@ -128,28 +128,73 @@ def build_query_group(cfg):
     return QueryGroup(**cfg)
 
 
-def build_query_groups(num_query, num_query_one2many, k_one2many,
-                       lambda_one2many, query_groups, num_layers,
-                       split_self_attn):
-    """A head's :class:`HybridQueryGroups` from its arguments.
+HYBRID_BRANCH_KEYS = ('num_query_one2many', 'k_one2many', 'lambda_one2many')
 
-    Either the hybrid-branch keys (``num_query`` one-to-one queries, plus
-    ``num_query_one2many`` matched ``k_one2many`` times) or ``query_groups``
-    (a list of :class:`QueryGroup` arguments); with ``query_groups``,
-    ``num_query_one2many`` must be 0 and ``num_query`` must be the number of
-    queries of its ``at_test`` groups, so that no key says something the
-    groups contradict.
+
+def pop_hybrid_branch_keys(head_kwargs):
+    """Take H-DETR's hybrid-branch shorthand keys out of a head's keyword
+    arguments (the keys of the released H-DETR / H-PETR configs).
+
+    Returns:
+        dict: The shorthand keys given, for :func:`build_query_groups`.
     """
+    return {
+        key: head_kwargs.pop(key)
+        for key in HYBRID_BRANCH_KEYS if key in head_kwargs
+    }
+
+
+def build_query_groups(num_query, query_groups=None, split_self_attn=True,
+                       hybrid_branch_keys=None):
+    """A head's :class:`HybridQueryGroups`: the one place where the
+    hybrid-branch shorthand becomes query groups.
+
+    ``query_groups`` (a list of :class:`QueryGroup` arguments) is the
+    structure. Without it, the shorthand of the released H-DETR configs
+    describes the hybrid branch: ``num_query`` one-to-one queries plus
+    ``num_query_one2many`` queries matched ``k_one2many`` times, their
+    losses weighted ``lambda_one2many`` (:meth:`HybridQueryGroups.
+    hybrid_branch`). With ``query_groups``, ``num_query_one2many`` must be 0
+    (or absent) and ``num_query`` the queries of its ``at_test`` groups, so
+    that no key says something the groups contradict.
+
+    The decoder's layer count is not needed here: the head gives the built
+    decoder to :meth:`HybridQueryGroups.bind_decoder`.
+
+    Args:
+        num_query (int): Queries run at test time.
+        query_groups (list[dict] | None): The groups.
+        split_self_attn (bool): See :class:`HybridQueryGroups`.
+        hybrid_branch_keys (dict | None): ``num_query_one2many``,
+            ``k_one2many`` (required with one-to-many queries),
+            ``lambda_one2many``.
+    """
+    keys = dict(hybrid_branch_keys or {})
+    unknown = sorted(set(keys) - set(HYBRID_BRANCH_KEYS))
+    if unknown:
+        raise TypeError(f'the head got unknown argument(s) {unknown} '
+                        f'(misspelt config keys?); its hybrid-branch keys '
+                        f'are {list(HYBRID_BRANCH_KEYS)}')
+    num_query_one2many = keys.get('num_query_one2many', 0)
     if query_groups is None:
+        if num_query_one2many and 'k_one2many' not in keys:
+            raise TypeError(
+                f'num_query_one2many={num_query_one2many} needs k_one2many '
+                f'(the ground-truth repeat K of the one-to-many queries): '
+                f'set model.bbox_head.k_one2many')
         return HybridQueryGroups.hybrid_branch(
-            num_query, num_query_one2many, k_one2many, lambda_one2many,
-            num_layers, split_self_attn)
+            num_query,
+            num_query_one2many,
+            keys.get('k_one2many', 1),
+            keys.get('lambda_one2many', 1.0),
+            num_layers=None,
+            split_self_attn=split_self_attn)
     if num_query_one2many:
         raise ValueError(
             f'the head has both query_groups and num_query_one2many='
             f'{num_query_one2many}: give the one-to-many group in '
             f'query_groups and set num_query_one2many=0')
-    groups = HybridQueryGroups(query_groups, num_layers, split_self_attn)
+    groups = HybridQueryGroups(query_groups, None, split_self_attn)
     if groups.num_test_queries != num_query:
         raise ValueError(
             f'num_query={num_query}, but the at_test query groups hold '
@@ -164,19 +209,20 @@ class HybridQueryGroups:
     Args:
         groups (Sequence[dict | QueryGroup]): In query order; the groups
             with ``at_test=True`` first.
-        num_layers (int): Decoder layers (each is supervised).
+        num_layers (int | None): Decoder layers (each is supervised); None
+            until :meth:`bind_decoder` gives the decoder.
         split_self_attn (bool): Compute the decoder self-attention group by
             group (needs ``opera.MultiheadAttention``) rather than as one
             masked attention over all queries; same outputs, fewer scores
             (see :mod:`.group_attention`).
     """
 
-    def __init__(self, groups, num_layers, split_self_attn=True):
+    def __init__(self, groups, num_layers=None, split_self_attn=True):
         self.groups = [build_query_group(group) for group in groups]
         for index, group in enumerate(self.groups):
             if group.name is None:
                 group.name = f'group{index}' if index else ''
-        self.num_layers = int(num_layers)
+        self.num_layers = None if num_layers is None else int(num_layers)
         self.split_self_attn = split_self_attn
         self.epoch = None
         self._check()
@@ -225,7 +271,7 @@ class HybridQueryGroups:
             raise ValueError(f'query group names must differ (they name the '
                              f'losses), got {names}')
         for group in self.groups:
-            per_layer(group.num_repeats, self.num_layers, group)
+            self._check_repeats(group.num_repeats, group)
             epochs = [entry.get('epoch') for entry in group.repeats_schedule]
             if (not all(isinstance(e, int) and e >= 0 for e in epochs)
                     or epochs != sorted(set(epochs))):
@@ -237,7 +283,14 @@ class HybridQueryGroups:
                     raise ValueError(
                         f'{group}: a repeats_schedule entry has exactly the '
                         f'keys epoch and num_repeats, got {entry}')
-                per_layer(entry['num_repeats'], self.num_layers, group)
+                self._check_repeats(entry['num_repeats'], group)
+
+    def _check_repeats(self, num_repeats, group):
+        """Check K (an int, or one per layer once the decoder is known)."""
+        if self.num_layers is not None:
+            per_layer(num_repeats, self.num_layers, group)
+        elif not isinstance(num_repeats, int):
+            per_layer(num_repeats, len(num_repeats), group)
 
     def __repr__(self):
         return (f'{self.__class__.__name__}(groups={self.groups}, '
@@ -264,6 +317,13 @@ class HybridQueryGroups:
         """The training epoch (0-based) the ``repeats_schedule`` follow."""
         self.epoch = int(epoch)
 
+    def describe_repeats(self):
+        """Every group's K per decoder layer now, in words (for the log)."""
+        return '; '.join(
+            f'group {index} ({group.num_queries} queries): K per layer '
+            f'{list(self.num_repeats(group))}'
+            for index, group in enumerate(self.groups))
+
     def num_active_queries(self, training):
         """Queries the decoder runs: every group in training, else the
         ``at_test`` ones."""
@@ -284,24 +344,33 @@ class HybridQueryGroups:
         """K of each decoder layer for ``group`` now (the epoch set)."""
         return group.repeats_at(self.epoch, self.num_layers)
 
-    def self_attn_mask(self, num_queries, device):
+    def self_attn_mask(self, num_queries, device, fixed_groups=()):
         """Decoder self-attention mask that keeps the groups apart.
 
         Args:
-            num_queries (int): Queries actually run (see
-                :meth:`num_active_queries`).
+            num_queries (int): Matching queries actually run (see
+                :meth:`num_active_queries`); the fixed-target groups' come
+                after them.
             device (torch.device): Where a dense mask is made.
+            fixed_groups (Sequence[FixedTargetGroup]): Groups of this batch
+                with given targets; each sees its own queries and, if
+                ``sees_matching``, one way, every matching query.
 
         Returns:
             QueryGroupMask | Tensor | None: The groups run as a
             :class:`QueryGroupMask` (``split_self_attn``), or the same as a
-            [num_queries, num_queries] bool tensor, True where blocked; None
-            when one group runs (nothing to block).
+            [N, N] bool tensor, True where blocked; None when one group runs
+            (nothing to block).
         """
         groups = self.groups_of(num_queries)
-        if len(groups) == 1:
+        if len(groups) == 1 and not fixed_groups:
             return None
-        mask = QueryGroupMask([group.num_queries for group in groups])
+        matching = tuple(range(len(groups)))
+        mask = QueryGroupMask(
+            [group.num_queries for group in groups] +
+            [group.num_queries for group in fixed_groups],
+            [()] * len(groups) +
+            [matching if group.sees_matching else () for group in fixed_groups])
         return mask if self.split_self_attn else mask.dense(device)
 
     def proposal_ranks(self, num_queries, device):
@@ -323,29 +392,40 @@ class HybridQueryGroups:
             return None
         return ranks.to(device)
 
-    def check_self_attention(self, decoder):
-        """Raise unless every decoder layer can take :meth:`self_attn_mask`.
+    def bind_decoder(self, decoder):
+        """Take the decoder's layer count and check that every decoder layer
+        can take :meth:`self_attn_mask`.
 
         Args:
             decoder (TransformerLayerSequence): Layers whose first attention
                 is the self-attention.
         """
+        if self.num_layers is None:
+            self.num_layers = decoder.num_layers
+            self._check()
         if decoder.num_layers != self.num_layers:
             raise ValueError(
                 f'the query groups are set for {self.num_layers} decoder '
                 f'layers, the decoder has {decoder.num_layers}')
-        if len(self.groups) == 1 or not self.split_self_attn:
+        if not self.split_self_attn:
             return
         for index, layer in enumerate(decoder.layers):
             attention = layer.attentions[0]
-            if not isinstance(attention, MultiheadAttention):
-                raise TypeError(
-                    f'split_self_attn=True computes the decoder '
-                    f'self-attention per query group, which needs '
-                    f'type="opera.MultiheadAttention" as the first entry of '
-                    f'the decoder\'s transformerlayers.attn_cfgs (layer '
-                    f'{index} has {type(attention).__name__}); or set the '
-                    f'head\'s split_self_attn=False')
+            if isinstance(attention, MultiheadAttention):
+                continue
+            if len(self.groups) == 1:
+                # One matching group needs no mask; a fixed-target group
+                # added in training then gets the dense form, which any
+                # attention takes (same outputs).
+                self.split_self_attn = False
+                return
+            raise TypeError(
+                f'split_self_attn=True computes the decoder '
+                f'self-attention per query group, which needs '
+                f'type="opera.MultiheadAttention" as the first entry of '
+                f'the decoder\'s transformerlayers.attn_cfgs (layer '
+                f'{index} has {type(attention).__name__}); or set the '
+                f'head\'s split_self_attn=False')
 
     @staticmethod
     def check_assigner(assigner):
@@ -364,56 +444,92 @@ class HybridQueryGroups:
         :attr:`num_test_queries` along ``dim``)."""
         return x.narrow(dim, 0, self.num_test_queries)
 
-    def split(self, x, dim):
+    def split(self, x, dim, fixed_groups=()):
         """``x`` split along its query dimension into the groups it holds.
 
         Returns:
-            tuple[Tensor]: One view per leading group covered by
-            ``x.size(dim)`` queries.
+            tuple[Tensor]: One view per leading matching group covered by
+            ``x.size(dim)`` less the ``fixed_groups``' queries, then one per
+            fixed-target group.
         """
-        sizes = [g.num_queries for g in self.groups_of(x.size(dim))]
-        return x.split(sizes, dim)
+        fixed = [group.num_queries for group in fixed_groups]
+        sizes = [
+            g.num_queries for g in self.groups_of(x.size(dim) - sum(fixed))
+        ]
+        return x.split(sizes + fixed, dim)
 
-    def loss(self, layer_group_loss, *predictions):
+    def loss(self, criterion, predictions, targets, img_metas,
+             fixed_groups=()):
         """Losses of every (decoder layer, query group), weighted and named.
 
+        A matching group is matched by ``criterion.match`` against the
+        ground truth repeated that layer's K; a fixed-target group is
+        supervised by its given pairs. Each is scored by
+        ``criterion.layer_losses`` and normalised by its own targets.
+
         Args:
-            layer_group_loss (callable): ``(group_predictions, num_repeats)
-                -> (losses, num_matched, extra)``: the losses (dict) of one
-                group's predictions at one layer (each tensor of
-                ``predictions`` at that layer, restricted to the group:
-                [bs, n_g, ...]) matched against the ground truth repeated
-                ``num_repeats`` times and normalised by their own number of
-                targets; the matched count (int) and anything the head wants
-                back from the last layer (``extra``).
-            *predictions (Tensor): [num_layers, bs, Q, ...], all Q queries.
+            criterion: ``match(*layer_predictions, targets, img_metas,
+                num_repeats) -> matches`` and ``layer_losses(
+                *layer_predictions, targets, img_metas, matches) -> (losses,
+                num_matched, extra)`` (layer predictions [bs, n_g, ...]).
+            predictions (tuple[Tensor]): Each [num_layers, bs, Q, ...]: the
+                matching queries, then each fixed-target group's.
+            targets (dict): The batch's ground truth (per-image lists).
+            img_metas (list[dict]): Per image.
+            fixed_groups (Sequence[FixedTargetGroup]): This batch's.
 
         Returns:
             tuple[dict, list]: Losses named ``{d{layer}.}{name}{suffix}``
             (no prefix at the last layer), ``loss*`` entries times the
             group's ``loss_weight``; one ``num_matched{suffix}`` per group
-            (matched queries per layer, averaged over layers, for the log);
-            and each group's last-layer ``extra``.
+            (supervised queries per layer, averaged over layers, for the
+            log); and each group's last-layer ``extra``.
         """
         num_layers = predictions[0].size(0)
         if num_layers != self.num_layers:
             raise ValueError(f'predictions of {num_layers} layers for query '
                              f'groups of {self.num_layers}')
         per_group = list(
-            zip(*(self.split(p, dim=2) for p in predictions)))
+            zip(*(self.split(p, 2, fixed_groups) for p in predictions)))
         losses, extras = dict(), []
         for group, group_preds in zip(self.groups, per_group):
-            matched = 0
-            for layer, num_repeats in enumerate(self.num_repeats(group)):
-                layer_losses, num_matched, extra = layer_group_loss(
-                    tuple(p[layer] for p in group_preds), num_repeats)
-                prefix = '' if layer == num_layers - 1 else f'd{layer}.'
-                for name, value in layer_losses.items():
-                    if 'loss' in name:
-                        value = value * group.loss_weight
-                    losses[prefix + name + group.suffix] = value
-                matched += num_matched
-            losses['num_matched' + group.suffix] = torch.tensor(
-                matched / num_layers, device=predictions[0].device)
-            extras.append(extra)
+            repeats = self.num_repeats(group)
+
+            def matching_loss(layer_preds, layer, group_repeats=repeats):
+                matches = criterion.match(*layer_preds, targets, img_metas,
+                                          group_repeats[layer])
+                return criterion.layer_losses(*layer_preds, targets,
+                                              img_metas, matches)
+
+            extras.append(
+                self._group_losses(losses, group, group_preds, matching_loss))
+        for group, group_preds in zip(fixed_groups,
+                                      per_group[len(self.groups):]):
+            group_targets = targets if group.targets is None else \
+                group.targets
+
+            def given_loss(layer_preds, layer, group=group,
+                           group_targets=group_targets):
+                return criterion.layer_losses(*layer_preds, group_targets,
+                                              img_metas, group.matches)
+
+            extras.append(
+                self._group_losses(losses, group, group_preds, given_loss))
         return losses, extras
+
+    def _group_losses(self, losses, group, group_preds, layer_loss):
+        """Add one group's losses of every layer to ``losses`` (named,
+        weighted, its ``num_matched``); return its last layer's extra."""
+        matched = 0
+        for layer in range(self.num_layers):
+            layer_losses, num_matched, extra = layer_loss(
+                tuple(p[layer] for p in group_preds), layer)
+            prefix = '' if layer == self.num_layers - 1 else f'd{layer}.'
+            for name, value in layer_losses.items():
+                if 'loss' in name:
+                    value = value * group.loss_weight
+                losses[prefix + name + group.suffix] = value
+            matched += num_matched
+        losses['num_matched' + group.suffix] = torch.tensor(
+            matched / self.num_layers, device=group_preds[0].device)
+        return extra

@@ -1,0 +1,167 @@
+"""Query groups that come with their targets: supervised without matching.
+
+The query groups of :mod:`.hybrid_matching` are matched to the ground truth
+by the Hungarian assigner. Two other kinds of one-to-many supervision add
+queries whose targets are known when the queries are made:
+
+- groups made from the ground truth (DN-DETR's and DINO's denoising): one
+  query per object, built from its (possibly noised) box and label, each
+  supervised by the object it was made from;
+- groups given by an auxiliary head (Co-DETR): an auxiliary head's positive
+  anchors or proposals as queries, supervised with the targets that head
+  assigned them.
+
+Both are a :class:`FixedTargetGroup`: its queries, which query is supervised
+by which target in each image (the others are background), and how it sees
+the other queries in self-attention. They are made per batch (sizes follow
+the batch's object counts), only in training, between the transformer's
+query selection and its decoder (``pre_decoder`` / ``forward_decoder``);
+their losses are the criterion's ``layer_losses`` on the given pairs, at
+every decoder layer (:meth:`.HybridQueryGroups.loss`).
+"""
+import torch
+import torch.nn as nn
+from mmdet.core import bbox_xyxy_to_cxcywh
+
+from ..builder import MODELS
+
+
+class FixedTargetGroup:
+    """Queries of one batch with their targets given.
+
+    Args:
+        queries (DecoderQueries): [bs, n, ...] queries (an image with fewer
+            than n has padding queries: unsupervised, background).
+        matches (list[tuple[Tensor, Tensor]]): Per image, ``(query_inds
+            [m], target_inds [m])`` long: query ``query_inds[j]`` of that
+            image is supervised by its target ``target_inds[j]``; every other
+            query of the group is background.
+        name (str): Suffix of the group's loss names (``loss_cls_{name}``).
+        loss_weight (float): Weight of the group's losses.
+        sees_matching (bool): The group's queries attend to the matching
+            queries in self-attention, one way (the matching queries never
+            see this group); False: they see only their own group.
+        targets (dict | None): Per-image targets the indices refer to, the
+            same keys as the batch's ground truth (``gt_bboxes``,
+            ``gt_labels``, ...); None: the batch's ground truth.
+    """
+
+    def __init__(self,
+                 queries,
+                 matches,
+                 name,
+                 loss_weight=1.0,
+                 sees_matching=False,
+                 targets=None):
+        if not name:
+            raise ValueError('a fixed-target group needs a name (its loss '
+                             'names must differ from the matching groups\')')
+        num_images = queries.reference.size(0)
+        if len(matches) != num_images:
+            raise ValueError(f'group {name!r}: {len(matches)} match lists '
+                             f'for {num_images} images')
+        for index, (query_inds, target_inds) in enumerate(matches):
+            if query_inds.shape != target_inds.shape or (
+                    query_inds.numel()
+                    and int(query_inds.max()) >= queries.num_queries):
+                raise ValueError(
+                    f'group {name!r}, image {index}: query and target '
+                    f'indices must pair up and address the '
+                    f'{queries.num_queries} queries')
+        self.queries = queries
+        self.matches = [(q.long(), t.long()) for q, t in matches]
+        self.name = name
+        self.loss_weight = loss_weight
+        self.sees_matching = bool(sees_matching)
+        self.targets = targets
+
+    def __repr__(self):
+        counts = [q.numel() for q, _ in self.matches]
+        return (f'{self.__class__.__name__}(name={self.name!r}, '
+                f'num_queries={self.num_queries}, supervised={counts}, '
+                f'loss_weight={self.loss_weight}, '
+                f'sees_matching={self.sees_matching})')
+
+    @property
+    def num_queries(self):
+        return self.queries.num_queries
+
+    @property
+    def suffix(self):
+        return f'_{self.name}'
+
+
+def padded_per_image(values, num, fill):
+    """Per-image tensors [n_i, ...] stacked into [bs, num, ...] (``fill``
+    after each image's own)."""
+    out = values[0].new_full((len(values), num) + values[0].shape[1:], fill)
+    for index, value in enumerate(values):
+        out[index, :value.size(0)] = value
+    return out
+
+
+@MODELS.register_module()
+class GroundTruthQueries(nn.Module):
+    """One query per ground-truth box, supervised by its own box.
+
+    The plain form of a denoising group (DN-DETR without noise): the query's
+    reference is the object's box, its content a learned embedding of the
+    object's label, its position the transformer's positional projection of
+    the box (as two-stage proposals get theirs). Images with fewer objects
+    than the batch's most get padding queries (box at the image centre, no
+    content), which are background.
+
+    Args:
+        num_classes (int): Labels embedded.
+        embed_dims (int): Query width.
+        name (str): Loss suffix.
+        loss_weight (float): Weight of the group's losses.
+        sees_matching (bool): See :class:`FixedTargetGroup`.
+    """
+
+    def __init__(self,
+                 num_classes,
+                 embed_dims=256,
+                 name='gt',
+                 loss_weight=1.0,
+                 sees_matching=True):
+        super().__init__()
+        self.label_embedding = nn.Embedding(num_classes, embed_dims)
+        self.name = name
+        self.loss_weight = loss_weight
+        self.sees_matching = sees_matching
+
+    def forward(self, transformer, targets, img_metas):
+        """The group of a batch, or None when no image has an object.
+
+        Args:
+            transformer: Has ``queries_from_boxes(boxes, content)``.
+            targets (dict): ``gt_bboxes`` (per image [G, 4] x1y1x2y2
+                pixels) and ``gt_labels`` (per image [G]).
+            img_metas (list[dict]): Need ``img_shape``.
+
+        Returns:
+            FixedTargetGroup | None
+        """
+        boxes, labels = targets['gt_bboxes'], targets['gt_labels']
+        num = max(box.size(0) for box in boxes)
+        if num == 0:
+            return None
+        normalised = [
+            bbox_xyxy_to_cxcywh(box / box.new_tensor(
+                [meta['img_shape'][1], meta['img_shape'][0]] * 2))
+            for box, meta in zip(boxes, img_metas)
+        ]
+        reference = padded_per_image(normalised, num, 0.5)
+        content = padded_per_image(
+            [self.label_embedding(label) for label in labels], num, 0.)
+        queries = transformer.queries_from_boxes(reference, content)
+        matches = [(torch.arange(box.size(0), device=box.device),
+                    torch.arange(box.size(0), device=box.device))
+                   for box in boxes]
+        return FixedTargetGroup(
+            queries,
+            matches,
+            self.name,
+            loss_weight=self.loss_weight,
+            sees_matching=self.sees_matching)
