@@ -236,6 +236,10 @@ def test_stages_compose_to_forward_pose(pose):
                                                 head.kpt_branches)
     assert torch.equal(states, outputs['states'])
     assert torch.equal(poses, outputs['poses'])
+    boxes = DecoderQueries(queries.content, queries.position,
+                           queries.reference[..., :4])
+    with pytest.raises(ValueError, match='num_keypoints=17'):
+        transformer.forward_decoder(boxes, memory, levels, head.kpt_branches)
 
 
 @pytest.mark.parametrize('dense', [False, True])

@@ -88,7 +88,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                                                 query_embed_dims)
 
     def forward(self, mlvl_feats, img_metas):
-        """Run the transformer and the per-layer class/box branches.
+        """Run the transformer's stages (encode, pre_decoder,
+        forward_decoder) and the per-layer class/box branches.
 
         In training all query groups run; in eval mode only those kept at
         test (each query takes the same proposal rank in both).

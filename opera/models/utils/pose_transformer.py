@@ -119,6 +119,10 @@ class PETRPoseDecoder(StrictLayerSequence, TransformerLayerSequence):
             layer's pose [num_layers, bs, nq, 2K]: built on the previous
             layer's detached pose, so it trains only this layer's branch.
         """
+        if reference_poses.size(-1) != 2 * self.num_keypoints:
+            raise ValueError(
+                f'reference_poses {tuple(reference_poses.shape)} are not '
+                f'poses of num_keypoints={self.num_keypoints}')
         outputs, poses, _ = run_refining_layers(
             self.layers,
             query,
