@@ -49,8 +49,7 @@ def forward_refine_per_person(transformer, memory, levels, poses, img_inds,
         level_start_index=levels['level_start_index'],
         valid_ratios=levels['valid_ratios'][img_inds],
         reg_branches=refine_branches,
-        return_predictions=True,
-        attn_masks=None)
+        return_predictions=True)
     return keypoints
 
 

@@ -82,15 +82,16 @@ class HybridDeformableDETRHead(DeformableDETRHead):
 
     def _init_layers(self):
         super()._init_layers()
-        if getattr(self.transformer, 'mixed_selection', False):
+        # One row per query of every group; as wide as the transformer
+        # takes it (replacing mmdet's one-stage embedding of num_query rows).
+        query_embed_dims = self.transformer.query_embed_dims
+        if query_embed_dims is not None:
             self.query_embedding = nn.Embedding(self.hybrid.num_query_total,
-                                                self.embed_dims)
-        elif not self.as_two_stage:
-            self.query_embedding = nn.Embedding(self.hybrid.num_query_total,
-                                                self.embed_dims * 2)
+                                                query_embed_dims)
 
     def forward(self, mlvl_feats, img_metas):
-        """Run the transformer and the per-layer class/box branches.
+        """Run the transformer's stages (encode, pre_decoder,
+        forward_decoder) and the per-layer class/box branches.
 
         In training all query groups run; in eval mode only those kept at
         test (each query takes the same proposal rank in both).
@@ -108,20 +109,23 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         query_embed = None
         if hasattr(self, 'query_embedding'):
             query_embed = self.query_embedding.weight[:num_queries]
-        self_attn_mask = self.hybrid.self_attn_mask(num_queries, device)
-        states, init_reference, references, enc_cls, enc_coord = \
-            self.transformer(
-                mlvl_feats,
-                masks,
-                query_embed,
-                positions,
-                num_queries,
-                proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
-                reg_branches=self.reg_branches
-                if self.with_box_refine else None,
-                cls_branches=self.cls_branches
-                if self.as_two_stage else None,
-                attn_masks=[self_attn_mask, None])
+        memory, levels = self.transformer.encode(mlvl_feats, masks, positions)
+        reg_branches = self.reg_branches if self.with_box_refine else None
+        queries, enc_cls, enc_coord = self.transformer.pre_decoder(
+            memory,
+            levels,
+            query_embed,
+            num_queries,
+            proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
+            reg_branches=reg_branches,
+            cls_branches=self.cls_branches if self.as_two_stage else None)
+        states, references = self.transformer.forward_decoder(
+            queries,
+            memory,
+            levels,
+            reg_branches=reg_branches,
+            self_attn_mask=self.hybrid.self_attn_mask(num_queries, device))
+        init_reference = queries.reference
 
         all_cls_scores, all_bbox_preds = [], []
         for lvl in range(states.shape[0]):

@@ -206,25 +206,30 @@ class PETRHead(BaseModule):
             mlvl_feats, img_metas, self.positional_encoding)
         num_queries = self.hybrid.num_active_queries(self.training)
         device = mlvl_feats[0].device
-        self_attn_mask = self.hybrid.self_attn_mask(num_queries, device)
-        outputs = self.transformer(
-            mlvl_feats,
-            masks,
+        memory, levels = self.transformer.encode(mlvl_feats, masks, positions)
+        queries, enc_cls, enc_poses = self.transformer.pre_decoder(
+            memory,
+            levels,
             self.query_embedding.weight[:num_queries],
-            positions,
             num_queries,
             proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
             kpt_branches=self.kpt_branches,
-            cls_branches=self.cls_branches,
-            attn_masks=[self_attn_mask, None],
-            with_heatmap=self.training)
+            cls_branches=self.cls_branches)
+        states, poses = self.transformer.forward_decoder(
+            queries,
+            memory,
+            levels,
+            self.kpt_branches,
+            self_attn_mask=self.hybrid.self_attn_mask(num_queries, device))
+        outputs = dict(states=states, poses=poses, enc_cls=enc_cls,
+                       enc_poses=enc_poses, memory=memory, levels=levels)
         outputs['cls_scores'] = torch.stack([
             branch(states)
             for branch, states in zip(self.cls_branches, outputs['states'])
         ])
-        hm_memory = outputs.pop('hm_memory')
-        outputs['hm_logits'] = None if hm_memory is None else self.fc_hm(
-            hm_memory).permute(0, 3, 1, 2)
+        outputs['hm_logits'] = self.fc_hm(
+            self.transformer.heatmap_memory(memory, levels)).permute(
+                0, 3, 1, 2) if self.training else None
         outputs['hm_padding'] = masks[0]
         return outputs
 

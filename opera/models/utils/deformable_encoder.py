@@ -2,7 +2,8 @@
 
 Functions shared, by composition, by the Deformable-DETR transformer and the
 PETR transformer: flatten the feature levels into one sequence, run a
-deformable encoder on it, hand its memory to a decoder, and check the
+deformable encoder on it (:class:`EncoderStage`, both transformers'
+``encode``), hand its memory to a decoder, and check the
 queries against the query embedding and the encoder positions (two-stage
 proposals). Each transformer keeps its own parameters (``level_embeds``,
 ``encoder``) and passes them in.
@@ -123,6 +124,31 @@ def encode(encoder, levels):
         level_start_index=levels['level_start_index'],
         valid_ratios=levels['valid_ratios'])
     return memory.permute(1, 0, 2)
+
+
+class EncoderStage:
+    """Mixin of both transformers: their first stage, ``encode``.
+
+    The class it is mixed into has ``encoder`` (a deformable encoder) and
+    ``level_embeds`` ([L, c]).
+    """
+
+    def encode(self, mlvl_feats, mlvl_masks, mlvl_pos_embeds):
+        """Stage 1: flatten the levels (:func:`flatten_levels`) and run the
+        deformable encoder on them (:func:`encode`).
+
+        Args:
+            mlvl_feats (list[Tensor]): Each [bs, c, h_l, w_l].
+            mlvl_masks (list[Tensor]): Each [bs, h_l, w_l], True at padding.
+            mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
+
+        Returns:
+            tuple[Tensor, dict]: memory [bs, S, c], S = sum of h_l * w_l,
+            and ``levels`` (see the module docstring).
+        """
+        levels = flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds,
+                                self.level_embeds)
+        return encode(self.encoder, levels), levels
 
 
 def memory_inputs(memory, levels):

@@ -9,7 +9,8 @@
   initial reference poses (detached).
 - Pose decoder (:class:`PETRPoseDecoder`): self-attention between queries,
   :class:`PoseDeformableAttention` around each query's pose, FFN; each layer
-  refines the pose in logit space.
+  refines the pose in logit space (the loop is :func:`.run_refining_layers`,
+  shared with the Deformable-DETR decoder).
 - Refine ("joint") decoder: K keypoint queries per selected person, each with
   a 2-D reference (its keypoint from the pose decoder), refined per layer;
   each layer's keypoints, attached to its branch, are its predictions.
@@ -17,6 +18,12 @@
   for all persons of the image.
 - Heatmap memory (training only): the stride-8 level of the encoder memory
   through one more single-level deformable encoder layer.
+
+The encoder, the proposals and the pose decoder are three stages, the same
+as :class:`.DeformableDetrTransformer`'s: ``encode``, ``pre_decoder`` (the
+matching queries, a :class:`.DecoderQueries`) and ``forward_decoder``; a
+head may add query groups between the second and the third. ``forward``
+runs the three in a row.
 """
 import torch
 import torch.nn as nn
@@ -27,15 +34,14 @@ from mmcv.runner import BaseModule
 from mmdet.models.utils.transformer import inverse_sigmoid
 
 from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .decoder_queries import DecoderQueries
 from .deformable_attention import \
     MultiScaleDeformableAttention as OperaMultiScaleDeformableAttention
-from .deformable_encoder import (check_query_embed, encode, first_level,
-                                 flatten_levels, memory_inputs,
-                                 num_proposals)
+from .deformable_encoder import (EncoderStage, check_query_embed, encode,
+                                 first_level, memory_inputs, num_proposals)
 from .layer_cfgs import StrictLayerSequence
-from .layer_checkpoint import run_layer
 from .per_image_queries import PerImageQueries
-from .refine import refine_reference
+from .refine import run_refining_layers
 from .transformer import DeformableDetrTransformerDecoder
 
 
@@ -86,17 +92,26 @@ class PETRPoseDecoder(StrictLayerSequence, TransformerLayerSequence):
         self.num_keypoints = num_keypoints
         self.with_cp = with_cp
 
-    def forward(self, query, *args, reference_poses, valid_ratios,
-                kpt_branches, **kwargs):
-        """Run the layers, refining the poses after each.
+    def forward(self,
+                query,
+                reference_poses,
+                valid_ratios,
+                kpt_branches,
+                self_attn_mask=None,
+                **kwargs):
+        """Run the layers, refining the poses after each
+        (:func:`.run_refining_layers`).
 
         Args:
             query (Tensor): [nq, bs, c].
             reference_poses (Tensor): [bs, nq, 2K] initial poses in [0, 1]
                 of the valid image area (detached).
             valid_ratios (Tensor): [bs, num_levels, 2].
-            kpt_branches (nn.ModuleList): One pose-delta branch per layer.
-            **kwargs: Passed to every layer (``value``, ``attn_masks``,
+            kpt_branches (Sequence[nn.Module]): One pose-delta branch per
+                layer (first ``num_layers`` used).
+            self_attn_mask (Tensor | QueryGroupMask | None): Mask of every
+                layer's self-attention (the query groups).
+            **kwargs: Passed to every layer (``query_pos``, ``value``,
                 ``key_padding_mask``, ``spatial_shapes``, ...).
 
         Returns:
@@ -104,28 +119,26 @@ class PETRPoseDecoder(StrictLayerSequence, TransformerLayerSequence):
             layer's pose [num_layers, bs, nq, 2K]: built on the previous
             layer's detached pose, so it trains only this layer's branch.
         """
-        output = query
-        states, poses = [], []
-        pose_ratios = valid_ratios.repeat(1, 1, self.num_keypoints)
-        for layer, kpt_branch in zip(self.layers, kpt_branches):
-            output = run_layer(
-                layer,
-                output,
-                *args,
-                reference_points=reference_poses[:, :, None] *
-                pose_ratios[:, None],
-                with_cp=self.with_cp,
-                **kwargs)
-            pose = refine_reference(
-                kpt_branch(output.permute(1, 0, 2)), reference_poses)
-            reference_poses = pose.detach()
-            states.append(output.permute(1, 0, 2))
-            poses.append(pose)
-        return torch.stack(states), torch.stack(poses)
+        if reference_poses.size(-1) != 2 * self.num_keypoints:
+            raise ValueError(
+                f'reference_poses {tuple(reference_poses.shape)} are not '
+                f'poses of num_keypoints={self.num_keypoints}')
+        outputs, poses, _ = run_refining_layers(
+            self.layers,
+            query,
+            reference_poses,
+            valid_ratios,
+            branches=kpt_branches,
+            attached=True,
+            self_attn_mask=self_attn_mask,
+            with_cp=self.with_cp,
+            **kwargs)
+        return torch.stack([output.permute(1, 0, 2)
+                            for output in outputs]), torch.stack(poses)
 
 
 @TRANSFORMER.register_module()
-class PETRTransformer(BaseModule):
+class PETRTransformer(EncoderStage, BaseModule):
     """Two-stage PETR transformer.
 
     Args:
@@ -263,6 +276,74 @@ class PETRTransformer(BaseModule):
         hm_memory = encode(self.hm_encoder, first_level(memory, levels))
         return hm_memory.reshape(memory.size(0), height, width, -1)
 
+    def pre_decoder(self, memory, levels, query_embed, num_queries,
+                    proposal_ranks=None, kpt_branches=None,
+                    cls_branches=None):
+        """Stage 2: the matching queries, at the top pose proposals
+        (:meth:`propose_poses`), position and content from the learned
+        query embedding.
+
+        Args:
+            memory (Tensor): [bs, S, c] encoder output.
+            levels (dict): See :mod:`.deformable_encoder`.
+            query_embed (Tensor): [nq, 2c] learned query position and
+                content (one row per active query).
+            num_queries (int): nq, the queries (and pose proposals) to make.
+            proposal_ranks (Tensor | None): [nq] long, the proposal rank of
+                each query (None: rank i feeds query i).
+            kpt_branches, cls_branches (nn.ModuleList): The head's pose and
+                class branches, one per decoder layer plus the proposal
+                branch last (required).
+
+        Returns:
+            tuple: :class:`.DecoderQueries` (reference: the initial poses
+            [bs, nq, 2K], detached), proposal class logits [bs, S, C] and
+            proposal poses [bs, S, 2K] in [0, 1].
+        """
+        if kpt_branches is None or cls_branches is None:
+            raise TypeError('PETRTransformer needs kpt_branches and '
+                            'cls_branches')
+        check_query_embed(query_embed, num_queries)
+        num_dec = self.decoder.num_layers
+        init_poses, enc_cls, enc_poses = self.propose_poses(
+            memory, levels, num_queries, proposal_ranks,
+            cls_branches[num_dec], kpt_branches[num_dec])
+        query_pos, query = query_embed.split(self.embed_dims, dim=1)
+        bs = memory.size(0)
+        queries = DecoderQueries(
+            query.unsqueeze(0).expand(bs, -1, -1),
+            query_pos.unsqueeze(0).expand(bs, -1, -1), init_poses)
+        return queries, enc_cls, enc_poses
+
+    def forward_decoder(self,
+                        queries,
+                        memory,
+                        levels,
+                        kpt_branches,
+                        self_attn_mask=None):
+        """Stage 3: decode any set of queries under a self-attention mask.
+
+        Args:
+            queries (DecoderQueries): nq queries, poses [bs, nq, 2K].
+            memory (Tensor): [bs, S, c] encoder output.
+            levels (dict): See :mod:`.deformable_encoder`.
+            kpt_branches (nn.ModuleList): The head's pose branches; the
+                first ``num_layers`` refine the poses.
+            self_attn_mask (Tensor | QueryGroupMask | None): Mask of the
+                decoder self-attention over the nq queries.
+
+        Returns:
+            tuple[Tensor, Tensor]: states [num_layers, bs, nq, c] and each
+            layer's pose [num_layers, bs, nq, 2K] (see
+            :class:`PETRPoseDecoder`).
+        """
+        return self.decoder(
+            reference_poses=queries.reference,
+            kpt_branches=kpt_branches[:self.decoder.num_layers],
+            self_attn_mask=self_attn_mask,
+            **queries.sequence_first(),
+            **memory_inputs(memory, levels))
+
     def forward(self,
                 mlvl_feats,
                 mlvl_masks,
@@ -272,9 +353,11 @@ class PETRTransformer(BaseModule):
                 proposal_ranks=None,
                 kpt_branches=None,
                 cls_branches=None,
-                attn_masks=None,
+                self_attn_mask=None,
                 with_heatmap=False):
-        """Encode, propose poses, decode them.
+        """The three stages (:meth:`encode`, :meth:`pre_decoder`,
+        :meth:`forward_decoder` on the matching queries), then the heatmap
+        encoder if asked.
 
         The arguments are in the order of
         :meth:`.DeformableDetrTransformer.forward`'s.
@@ -292,8 +375,8 @@ class PETRTransformer(BaseModule):
                 layer plus the proposal branch last (required).
             cls_branches (nn.ModuleList): Class branches, same layout
                 (required).
-            attn_masks (list[Tensor | None] | None): One mask per attention
-                of a decoder layer, ``[self_attn_mask, None]``.
+            self_attn_mask (Tensor | QueryGroupMask | None): Mask of the
+                decoder self-attention.
             with_heatmap (bool): Also run the heatmap encoder.
 
         Returns:
@@ -303,26 +386,12 @@ class PETRTransformer(BaseModule):
             :mod:`.deformable_encoder`) and ``hm_memory`` ([bs, h, w, c] or
             None).
         """
-        if kpt_branches is None or cls_branches is None:
-            raise TypeError('PETRTransformer needs kpt_branches and '
-                            'cls_branches')
-        check_query_embed(query_embed, num_queries)
-        levels = flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds,
-                                self.level_embeds)
-        memory = encode(self.encoder, levels)
-        num_dec = self.decoder.num_layers
-        init_poses, enc_cls, enc_poses = self.propose_poses(
-            memory, levels, num_queries, proposal_ranks,
-            cls_branches[num_dec], kpt_branches[num_dec])
-        query_pos, query = query_embed.split(self.embed_dims, dim=1)
-        bs = memory.size(0)
-        states, poses = self.decoder(
-            query=query.unsqueeze(1).expand(-1, bs, -1),
-            query_pos=query_pos.unsqueeze(1).expand(-1, bs, -1),
-            reference_poses=init_poses,
-            kpt_branches=kpt_branches[:num_dec],
-            attn_masks=attn_masks,
-            **memory_inputs(memory, levels))
+        memory, levels = self.encode(mlvl_feats, mlvl_masks, mlvl_pos_embeds)
+        queries, enc_cls, enc_poses = self.pre_decoder(
+            memory, levels, query_embed, num_queries, proposal_ranks,
+            kpt_branches, cls_branches)
+        states, poses = self.forward_decoder(queries, memory, levels,
+                                             kpt_branches, self_attn_mask)
         hm_memory = self.heatmap_memory(memory,
                                         levels) if with_heatmap else None
         return dict(
@@ -370,7 +439,6 @@ class PETRTransformer(BaseModule):
             reference_points=poses.view(num_persons, self.num_keypoints, 2),
             reg_branches=refine_branches,
             return_predictions=True,
-            attn_masks=None,
             per_image_queries=PerImageQueries(img_inds, memory.size(0)),
             **inputs)
         return keypoints

@@ -8,26 +8,33 @@ Adds to mmdet's two-stage Deformable-DETR transformer:
   top-k proposals, content queries from a learned embedding;
 - look forward twice (``look_forward_twice`` in the decoder): layer l's box is
   built on the not-detached refined box of layer l-1;
-- per-attention masks (``attn_masks``) passed to every decoder layer, which is
-  how the hybrid query groups reach the decoder self-attention;
-- activation checkpointing of encoder and decoder layers (``with_cp``).
+- a self-attention mask (``self_attn_mask``) given to every decoder layer,
+  which is how the hybrid query groups reach the decoder self-attention;
+- activation checkpointing of encoder and decoder layers (``with_cp``);
+- three stages, the same as :class:`.PETRTransformer`'s: ``encode`` (the
+  feature maps into memory), ``pre_decoder`` (two-stage proposals and the
+  matching queries, a :class:`.DecoderQueries`) and ``forward_decoder``
+  (any set of queries under any self-attention mask), so that a head can
+  add query groups (``queries_from_boxes``, ``DecoderQueries.cat``) between
+  the second and the third; ``forward`` runs the three in a row.
 
 The input flattening and the encoder call are :mod:`.deformable_encoder`'s,
-shared with the PETR transformer; the refinement is
-:func:`.refine_reference`.
+shared with the PETR transformer; the refinement loop is
+:func:`.run_refining_layers`, shared with the PETR pose decoder.
 """
 import torch
 from mmdet.models.utils.transformer import (
     DeformableDetrTransformer as MMDetDeformableDetrTransformer,
     DeformableDetrTransformerDecoder as MMDetDeformableDetrTransformerDecoder,
-    DetrTransformerEncoder as MMDetDetrTransformerEncoder)
+    DetrTransformerEncoder as MMDetDetrTransformerEncoder, inverse_sigmoid)
 
 from .builder import TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
-from .deformable_encoder import (check_query_embed, encode, flatten_levels,
+from .decoder_queries import DecoderQueries
+from .deformable_encoder import (EncoderStage, check_query_embed,
                                  memory_inputs, num_proposals)
 from .layer_cfgs import StrictLayerSequence
 from .layer_checkpoint import run_layer
-from .refine import refine_reference
+from .refine import run_refining_layers
 
 
 @TRANSFORMER_LAYER_SEQUENCE.register_module()
@@ -80,13 +87,13 @@ class DeformableDetrTransformerDecoder(StrictLayerSequence,
 
     def forward(self,
                 query,
-                *args,
-                reference_points=None,
-                valid_ratios=None,
+                reference_points,
+                valid_ratios,
                 reg_branches=None,
                 return_predictions=False,
+                self_attn_mask=None,
                 **kwargs):
-        """Run the decoder layers.
+        """Run the decoder layers (:func:`.run_refining_layers`).
 
         Args:
             query (Tensor): [num_query, bs, embed_dims].
@@ -100,7 +107,9 @@ class DeformableDetrTransformerDecoder(StrictLayerSequence,
                 as predicted, attached to that layer's branch (so that a
                 loss on it trains the branch), not the detached copy handed
                 to the next layer. Always so with ``look_forward_twice``.
-            **kwargs: Passed to every layer (``value``, ``attn_masks``,
+            self_attn_mask (Tensor | QueryGroupMask | None): Mask of every
+                layer's self-attention (the query groups).
+            **kwargs: Passed to every layer (``query_pos``, ``value``,
                 ``key_padding_mask``, ``spatial_shapes``, ...).
 
         Returns:
@@ -108,45 +117,26 @@ class DeformableDetrTransformerDecoder(StrictLayerSequence,
             embed_dims] and each layer's refined reference [num_layers, bs,
             num_query, D] (D: the branches' output size, R without
             branches) (with ``return_intermediate``; otherwise the last
-            ones only).
+            output and the detached last reference).
         """
-        attached = return_predictions or self.look_forward_twice
-        output = query
-        intermediate = []
-        intermediate_reference_points = []
-        for lid, layer in enumerate(self.layers):
-            ratios = valid_ratios
-            if reference_points.shape[-1] == 4:
-                ratios = torch.cat([valid_ratios, valid_ratios], -1)
-            output = run_layer(
-                layer,
-                output,
-                *args,
-                reference_points=reference_points[:, :, None] *
-                ratios[:, None],
-                with_cp=self.with_cp,
-                **kwargs)
-
-            new_reference_points = reference_points
-            if reg_branches is not None:
-                delta = reg_branches[lid](output.permute(1, 0, 2))
-                new_reference_points = refine_reference(
-                    delta, reference_points)
-                reference_points = new_reference_points.detach()
-
-            if self.return_intermediate:
-                intermediate.append(output)
-                intermediate_reference_points.append(
-                    new_reference_points if attached else reference_points)
-
+        outputs, references, last_reference = run_refining_layers(
+            self.layers,
+            query,
+            reference_points,
+            valid_ratios,
+            branches=reg_branches,
+            attached=return_predictions or self.look_forward_twice,
+            self_attn_mask=self_attn_mask,
+            with_cp=self.with_cp,
+            **kwargs)
         if self.return_intermediate:
-            return torch.stack(intermediate), torch.stack(
-                intermediate_reference_points)
-        return output, reference_points
+            return torch.stack(outputs), torch.stack(references)
+        return outputs[-1], last_reference
 
 
 @TRANSFORMER.register_module()
-class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
+class DeformableDetrTransformer(EncoderStage,
+                                MMDetDeformableDetrTransformer):
     """Two-stage Deformable-DETR transformer with mixed query selection.
 
     Args:
@@ -168,26 +158,93 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
             raise ValueError('mixed_selection needs as_two_stage=True')
         self.mixed_selection = mixed_selection
 
-    def select_queries(self, memory, levels, query_embed, num_queries,
-                       proposal_ranks, reg_branches, cls_branches):
-        """Initial queries and references, from proposals or embeddings.
+    @property
+    def query_embed_dims(self):
+        """Width of the learned query embedding :meth:`pre_decoder` takes:
+        c (content queries, mixed selection), 2c (position and content,
+        one-stage) or None (two-stage: the proposals give both)."""
+        if self.mixed_selection:
+            return self.embed_dims
+        if not self.as_two_stage:
+            return 2 * self.embed_dims
+        return None
 
-        Two-stage: encoder proposals ranked by score, best first; query i
-        takes rank ``proposal_ranks[i]`` (rank i when it is None).
+    def proposal_embedding(self, box_logits):
+        """Positional (first c channels) and content (last c) queries of
+        boxes, as two-stage proposals get them.
+
+        Args:
+            box_logits (Tensor): [bs, n, 4] boxes (cx, cy, w, h) in logit
+                space.
 
         Returns:
-            tuple: query [bs, nq, c], query_pos [bs, nq, c], reference points
-            [bs, nq, 4 or 2], encoder class scores [bs, sum(h*w), C] and
-            encoder boxes before sigmoid [bs, sum(h*w), 4] (both None
-            without two-stage).
+            Tensor: [bs, n, 2c].
         """
+        return self.pos_trans_norm(
+            self.pos_trans(self.get_proposal_pos_embed(box_logits)))
+
+    def queries_from_boxes(self, boxes, content):
+        """Decoder queries at given boxes (a group made from the ground
+        truth or given by an auxiliary head), their positions made as the
+        two-stage proposals' are (:meth:`proposal_embedding`).
+
+        Args:
+            boxes (Tensor): [bs, n, 4] (cx, cy, w, h) in [0, 1] of the valid
+                image area; used detached.
+            content (Tensor): [bs, n, c] content queries.
+
+        Returns:
+            DecoderQueries: ``reference`` the boxes (detached).
+        """
+        if boxes.dim() != 3 or boxes.size(-1) != 4:
+            raise ValueError(f'queries_from_boxes takes boxes [bs, n, 4], '
+                             f'got {tuple(boxes.shape)}')
+        boxes = boxes.detach()
+        # No eps: the embedding takes the sigmoid of these logits again, and
+        # boxes at 0 or 1 (a proposal with an infinite logit) come back as
+        # they were, not 1e-5 inside.
+        embedding = self.proposal_embedding(inverse_sigmoid(boxes, eps=0))
+        return DecoderQueries(content, embedding[..., :self.embed_dims],
+                              boxes)
+
+    def pre_decoder(self, memory, levels, query_embed, num_queries,
+                    proposal_ranks=None, reg_branches=None,
+                    cls_branches=None):
+        """Stage 2: the matching queries, from proposals or embeddings.
+
+        Two-stage: encoder proposals ranked by score, best first; query i
+        takes rank ``proposal_ranks[i]`` (rank i when it is None), its box
+        as reference and its :meth:`proposal_embedding` as position and
+        content (mixed selection: content from ``query_embed``). One-stage:
+        position and content from ``query_embed``, the reference learned
+        from the position.
+
+        Args:
+            memory (Tensor): [bs, S, c] encoder output.
+            levels (dict): See :mod:`.deformable_encoder`.
+            query_embed (Tensor | None): [num_queries, query_embed_dims]
+                (see :attr:`query_embed_dims`).
+            num_queries (int): Queries (and two-stage proposals) to make.
+            proposal_ranks (Tensor | None): [num_queries] long.
+            reg_branches, cls_branches (nn.ModuleList | None): The head's
+                branches; two-stage uses the last of each (after the
+                decoder layers') on the encoder output.
+
+        Returns:
+            tuple: :class:`.DecoderQueries` (reference [bs, nq, 4] or
+            [bs, nq, 2]), encoder class scores [bs, S, C] and encoder boxes
+            before sigmoid [bs, S, 4] (both None without two-stage).
+        """
+        if query_embed is None and self.query_embed_dims is not None:
+            raise ValueError('this transformer needs a query embedding')
+        check_query_embed(query_embed, num_queries)
         bs, _, c = memory.shape
         if not self.as_two_stage:
             query_pos, query = torch.split(query_embed, c, dim=1)
             query_pos = query_pos.unsqueeze(0).expand(bs, -1, -1)
             query = query.unsqueeze(0).expand(bs, -1, -1)
-            return (query, query_pos,
-                    self.reference_points(query_pos).sigmoid(), None, None)
+            reference = self.reference_points(query_pos).sigmoid()
+            return DecoderQueries(query, query_pos, reference), None, None
 
         num_kept = num_proposals(num_queries, proposal_ranks, levels)
         output_memory, output_proposals = self.gen_encoder_output_proposals(
@@ -205,13 +262,43 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
         topk_coords_unact = torch.gather(
             enc_outputs_coord_unact, 1,
             topk_index.unsqueeze(-1).expand(-1, -1, 4)).detach()
-        pos_trans_out = self.pos_trans_norm(
-            self.pos_trans(self.get_proposal_pos_embed(topk_coords_unact)))
-        query_pos, query = torch.split(pos_trans_out, c, dim=2)
+        query_pos, query = torch.split(
+            self.proposal_embedding(topk_coords_unact), c, dim=2)
         if self.mixed_selection:
             query = query_embed.unsqueeze(0).expand(bs, -1, -1)
-        return (query, query_pos, topk_coords_unact.sigmoid(),
+        return (DecoderQueries(query, query_pos, topk_coords_unact.sigmoid()),
                 enc_outputs_class, enc_outputs_coord_unact)
+
+    def forward_decoder(self,
+                        queries,
+                        memory,
+                        levels,
+                        reg_branches=None,
+                        self_attn_mask=None):
+        """Stage 3: decode any set of queries under a self-attention mask.
+
+        Args:
+            queries (DecoderQueries): nq queries, references [bs, nq, R].
+            memory (Tensor): [bs, S, c] encoder output.
+            levels (dict): See :mod:`.deformable_encoder`.
+            reg_branches (nn.ModuleList | None): Box branches, one per
+                decoder layer first (iterative refinement); None keeps the
+                references.
+            self_attn_mask (Tensor | QueryGroupMask | None): Mask of the
+                decoder self-attention over the nq queries.
+
+        Returns:
+            tuple[Tensor, Tensor]: states [num_layers, bs, nq, c] and each
+            layer's reference [num_layers, bs, nq, 4] (see
+            :class:`DeformableDetrTransformerDecoder`).
+        """
+        states, references = self.decoder(
+            reference_points=queries.reference,
+            reg_branches=reg_branches,
+            self_attn_mask=self_attn_mask,
+            **queries.sequence_first(),
+            **memory_inputs(memory, levels))
+        return states.permute(0, 2, 1, 3), references
 
     def forward(self,
                 mlvl_feats,
@@ -222,14 +309,14 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
                 proposal_ranks=None,
                 reg_branches=None,
                 cls_branches=None,
-                attn_masks=None):
-        """Encode the feature maps and decode ``num_queries`` queries.
+                self_attn_mask=None):
+        """The three stages: :meth:`encode`, :meth:`pre_decoder`,
+        :meth:`forward_decoder` on the matching queries.
 
         Args:
             mlvl_feats (list[Tensor]): Each [bs, c, h_l, w_l].
             mlvl_masks (list[Tensor]): Each [bs, h_l, w_l], True at padding.
-            query_embed (Tensor | None): [num_queries, c] content queries
-                (mixed selection), [num_queries, 2c] (one-stage), or None.
+            query_embed (Tensor | None): [num_queries, query_embed_dims].
             mlvl_pos_embeds (list[Tensor]): Each [bs, c, h_l, w_l].
             num_queries (int): Queries (and two-stage proposals) to run.
             proposal_ranks (Tensor | None): [num_queries] long, the
@@ -238,8 +325,8 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
             reg_branches (nn.ModuleList | None): Box branches (refinement
                 and two-stage proposals).
             cls_branches (nn.ModuleList | None): Class branches (two-stage).
-            attn_masks (list[Tensor | None] | None): One mask per attention
-                of a decoder layer, e.g. ``[self_attn_mask, None]``.
+            self_attn_mask (Tensor | QueryGroupMask | None): Mask of the
+                decoder self-attention.
 
         Returns:
             tuple: decoder states [num_layers, bs, nq, c], initial references
@@ -247,22 +334,10 @@ class DeformableDetrTransformer(MMDetDeformableDetrTransformer):
             encoder class scores and encoder boxes before sigmoid (None
             without two-stage).
         """
-        if query_embed is None and (self.mixed_selection
-                                    or not self.as_two_stage):
-            raise ValueError('this transformer needs a query embedding')
-        check_query_embed(query_embed, num_queries)
-        levels = flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds,
-                                self.level_embeds)
-        memory = encode(self.encoder, levels)
-        query, query_pos, reference_points, enc_cls, enc_coord = \
-            self.select_queries(memory, levels, query_embed, num_queries,
-                                proposal_ranks, reg_branches, cls_branches)
-        states, references = self.decoder(
-            query=query.permute(1, 0, 2),
-            query_pos=query_pos.permute(1, 0, 2),
-            reference_points=reference_points,
-            reg_branches=reg_branches,
-            attn_masks=attn_masks,
-            **memory_inputs(memory, levels))
-        return (states.permute(0, 2, 1, 3), reference_points, references,
-                enc_cls, enc_coord)
+        memory, levels = self.encode(mlvl_feats, mlvl_masks, mlvl_pos_embeds)
+        queries, enc_cls, enc_coord = self.pre_decoder(
+            memory, levels, query_embed, num_queries, proposal_ranks,
+            reg_branches, cls_branches)
+        states, references = self.forward_decoder(
+            queries, memory, levels, reg_branches, self_attn_mask)
+        return states, queries.reference, references, enc_cls, enc_coord

@@ -1,0 +1,92 @@
+"""The queries a decoder runs: what ``pre_decoder`` hands to
+``forward_decoder``.
+
+Both transformers (:class:`.DeformableDetrTransformer`,
+:class:`.PETRTransformer`) run in three stages: ``encode`` the feature maps,
+``pre_decoder`` (proposals and the matching queries), ``forward_decoder``.
+:class:`DecoderQueries` is the hand-off between the last two, so that a
+model can add groups of queries (:meth:`DecoderQueries.cat`) before the
+decoder runs them.
+"""
+import torch
+
+
+class DecoderQueries:
+    """Content, position and reference of a set of decoder queries.
+
+    Args:
+        content (Tensor): [bs, n, c] content queries.
+        position (Tensor): [bs, n, c] positional queries.
+        reference (Tensor): [bs, n, R] initial references in [0, 1] of the
+            valid image area: boxes (cx, cy, w, h), R = 4; points (x, y),
+            R = 2; poses (x1, y1, ..., xK, yK), R = 2K. Proposals and boxes
+            given from outside come detached; only the one-stage
+            detector's learned reference keeps its gradient (to the
+            transformer's ``reference_points`` layer).
+
+    Raises:
+        ValueError: If the three do not agree on bs and n, or content and
+            position on c.
+    """
+
+    def __init__(self, content, position, reference):
+        if content.dim() != 3 or position.shape != content.shape:
+            raise ValueError(
+                f'DecoderQueries: content {tuple(content.shape)} and '
+                f'position {tuple(position.shape)} must both be [bs, n, c]')
+        if reference.dim() != 3 or reference.shape[:2] != content.shape[:2]:
+            raise ValueError(
+                f'DecoderQueries: reference {tuple(reference.shape)} must be '
+                f'[bs, n, R] for content {tuple(content.shape)}')
+        self.content = content
+        self.position = position
+        self.reference = reference
+
+    def __repr__(self):
+        bs, num_queries, channels = self.content.shape
+        return (f'{type(self).__name__}(bs={bs}, num_queries={num_queries}, '
+                f'c={channels}, R={self.reference.size(-1)})')
+
+    @property
+    def num_queries(self):
+        """n, the queries per image."""
+        return self.content.size(1)
+
+    def sequence_first(self):
+        """``query`` and ``query_pos`` as a decoder layer takes them.
+
+        Returns:
+            dict: ``query`` and ``query_pos``, each [n, bs, c] (views).
+        """
+        return dict(
+            query=self.content.permute(1, 0, 2),
+            query_pos=self.position.permute(1, 0, 2))
+
+    def cat(self, *others):
+        """These queries followed by ``others`` along the query dimension.
+
+        Args:
+            *others (DecoderQueries): Groups of the same bs, c and R.
+
+        Returns:
+            DecoderQueries: [bs, n + sum of the others' n, ...], in order.
+
+        Raises:
+            ValueError: Naming the group whose bs, c or R differs.
+        """
+        groups = (self, ) + others
+        for index, other in enumerate(others, 1):
+            for name, size, expected in (
+                ('bs', other.content.size(0), self.content.size(0)),
+                ('c', other.content.size(2), self.content.size(2)),
+                ('R', other.reference.size(2), self.reference.size(2)),
+            ):
+                if size != expected:
+                    raise ValueError(
+                        f'DecoderQueries.cat: group {index} has {name}='
+                        f'{size}, the first group {name}={expected} '
+                        f'({other!r} after {self!r})')
+        return DecoderQueries(
+            torch.cat([group.content for group in groups], 1),
+            torch.cat([group.position for group in groups], 1),
+            torch.cat([group.reference for group in groups], 1))
