@@ -22,6 +22,9 @@ from ..utils.padding import masks_and_positions
 from ..utils.refine import refine_reference
 from .detr_criterion import DETRCriterion
 
+ONNX_ADVICE = ('export the detector with opera.apis.export_onnx '
+               '(tools/deployment/pytorch2onnx.py), see docs/deployment.md')
+
 
 @HEADS.register_module()
 class HybridDeformableDETRHead(DeformableDETRHead):
@@ -92,8 +95,10 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             assigner=self.train_cfg['assigner'] if self.train_cfg else None,
             bg_cls_weight=self.bg_cls_weight,
             sync_cls_avg_factor=self.sync_cls_avg_factor)
-        # The analysis tools wrap the assigner's ``assign``, as the pose
-        # head's.
+        # mmdet's init_weights and post-processing read
+        # loss_cls.use_sigmoid; the analysis tools wrap the assigner's
+        # ``assign`` (the pose head's too).
+        self.loss_cls = self.criterion.loss_cls
         self.assigner = self.criterion.assigner
         if self.train_cfg:
             self.hybrid.check_assigner(self.assigner)
@@ -224,6 +229,15 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             self.hybrid.test_part(outputs['cls_scores'], dim=2),
             self.hybrid.test_part(outputs['bbox_preds'], dim=2), None, None,
             img_metas, rescale)
+
+    def forward_onnx(self, feats, img_metas):
+        """Refused: mmdet's ONNX path (``DETR.onnx_export``) builds DETR's
+        masks, not this head's; see :meth:`graph_outputs`."""
+        raise NotImplementedError(ONNX_ADVICE)
+
+    def onnx_export(self, outputs, img_metas):
+        """Refused, as :meth:`forward_onnx`."""
+        raise NotImplementedError(ONNX_ADVICE)
 
     def graph_outputs(self, outputs):
         """The tensors of an exported inference graph (``opera.apis``): the
