@@ -84,9 +84,11 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         super().__init__(*args, num_query=num_query, **kwargs)
         self.hybrid.check_self_attention(self.transformer.decoder)
         # mmdet's head built the losses and the assigner; the criterion
-        # holds them instead (the losses have no weights: the checkpoint
-        # layout is the same).
-        del self.loss_cls, self.loss_bbox, self.loss_iou
+        # holds them (no weights: the checkpoint layout is the same).
+        # mmdet's init_weights and post-processing still read
+        # loss_cls.use_sigmoid, and the analysis tools wrap assigner.assign
+        # (on both heads): those two stay visible here.
+        del self.loss_bbox, self.loss_iou
         self.criterion = DETRCriterion(
             num_classes=self.num_classes,
             loss_cls=kwargs['loss_cls'],
@@ -95,9 +97,6 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             assigner=self.train_cfg['assigner'] if self.train_cfg else None,
             bg_cls_weight=self.bg_cls_weight,
             sync_cls_avg_factor=self.sync_cls_avg_factor)
-        # mmdet's init_weights and post-processing read
-        # loss_cls.use_sigmoid; the analysis tools wrap the assigner's
-        # ``assign`` (the pose head's too).
         self.loss_cls = self.criterion.loss_cls
         self.assigner = self.criterion.assigner
         if self.train_cfg:
