@@ -18,7 +18,8 @@ import opera  # noqa: F401  (registers modules)
 from opera.models import build_model
 from opera.models.utils import HybridQueryGroups
 
-HDETR = osp.join(REPO_ROOT, 'configs/hdetr/h_deformable_detr_r50_two_stage_12ep.py')
+HDETR = osp.join(REPO_ROOT,
+                 'configs/hdetr/h_deformable_detr_r50_two_stage_12ep.py')
 IMG_H, IMG_W = 80, 100
 BOX_META = dict(img_shape=(IMG_H, IMG_W, 3))
 # Two boxes (x1, y1, x2, y2) in pixels and their normalised (cx, cy, w, h).

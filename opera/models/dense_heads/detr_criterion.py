@@ -204,5 +204,6 @@ class DETRCriterion(SetCriterion):
             avg_factor=avg_factor)
         loss_bbox = self.loss_bbox(
             bbox_preds, bbox_targets, bbox_weights, avg_factor=avg_factor)
-        losses = dict(loss_cls=loss_cls, loss_bbox=loss_bbox, loss_iou=loss_iou)
+        losses = dict(
+            loss_cls=loss_cls, loss_bbox=loss_bbox, loss_iou=loss_iou)
         return losses, num_pos, None
