@@ -101,6 +101,13 @@ def pose_inputs(batch_shapes,
     return inputs
 
 
+def targets_of(inputs):
+    """The ground truth of ``detection_inputs`` / ``pose_inputs`` as the
+    heads' ``loss`` and the criteria take it: the ``gt_*`` lists."""
+    return {name: value for name, value in inputs.items()
+            if name.startswith('gt_')}
+
+
 def matched_targets(gt_inds, num_gts):
     """Which untiled target each query is matched to, -1 for background.
 

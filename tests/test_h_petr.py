@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from mmcv.ops import MultiScaleDeformableAttention
 
-from conftest import REPO_ROOT, pose_inputs
+from conftest import REPO_ROOT, pose_inputs, targets_of
 from test_petr import NUM_KEYPOINTS, build_tiny, total_loss
 
 TINY_H_PETR = osp.join(REPO_ROOT, 'tests', 'configs', 'tiny_h_petr.py')
@@ -202,9 +202,7 @@ def test_branch_keypoint_losses_are_tiled_and_normalised_per_branch():
     poses[:, 0, ONE2ONE:ONE2ONE + 3 * k] = target.repeat(k, 1) + d
     outputs['poses'] = poses
     outputs['cls_scores'] = torch.zeros_like(outputs['cls_scores'])
-    losses = head.loss(outputs, inputs['gt_bboxes'], inputs['gt_labels'],
-                       inputs['gt_keypoints'], inputs['gt_areas'],
-                       inputs['img_metas'])
+    losses = head.loss(outputs, targets_of(inputs), inputs['img_metas'])
     weight = head.criterion.loss_kpt.loss_weight
     for prefix in ('', 'd0.'):
         torch.testing.assert_close(losses[prefix + 'loss_kpt'],

@@ -33,9 +33,9 @@ def outputs(model):
     inputs = detection_inputs([(96, 128), (64, 96)])
     with torch.no_grad():
         feats = model.extract_feat(inputs['img'])
-        cls, boxes, enc_cls, enc_boxes = model.bbox_head(
-            feats, inputs['img_metas'])
-    return cls, boxes, enc_cls, enc_boxes
+        outs = model.bbox_head(feats, inputs['img_metas'])
+    return (outs['cls_scores'], outs['bbox_preds'], outs['enc_cls'],
+            outs['enc_bbox_preds'])
 
 
 @pytest.mark.parametrize('layout', ['official', 'detrex'])

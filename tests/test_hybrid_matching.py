@@ -87,7 +87,9 @@ def hybrid_model():
 
 def head_outputs(model, inputs):
     feats = model.extract_feat(inputs['img'])
-    return model.bbox_head(feats, inputs['img_metas'])
+    outs = model.bbox_head(feats, inputs['img_metas'])
+    return (outs['cls_scores'], outs['bbox_preds'], outs['enc_cls'],
+            outs['enc_bbox_preds'])
 
 
 def head_feats(head, inputs):
@@ -203,7 +205,10 @@ def test_branch_losses_are_tiled_and_normalised_per_branch(hybrid_model):
     logits = torch.full((num_layers, 1, o2o + o2m, 80), -5.0)
     metas = [dict(img_shape=(h, w, 3), batch_input_shape=(h, w))]
     try:
-        losses = head.loss(logits, boxes, None, None, [gt], [labels], metas)
+        losses = head.loss(
+            dict(cls_scores=logits, bbox_preds=boxes, enc_cls=None,
+                 enc_bbox_preds=None),
+            dict(gt_bboxes=[gt], gt_labels=[labels]), metas)
     finally:
         head.hybrid.groups[1].loss_weight = 1.0
     torch.testing.assert_close(losses['loss_bbox'], torch.tensor(5 * 4 * e))

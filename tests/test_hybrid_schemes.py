@@ -11,7 +11,8 @@ import torch
 from mmcv import Config
 
 from conftest import (REPO_ROOT, detection_inputs, pose_inputs, run_in_repo,
-                      shared_data, subset_annotations, train_iterations)
+                      shared_data, subset_annotations, targets_of,
+                      train_iterations)
 from test_hybrid_matching import xyxy_to_normalized_cxcywh
 
 import opera  # noqa: F401
@@ -113,8 +114,10 @@ def test_hybrid_layer_losses_hand_checked():
     metas = [dict(img_shape=(h, w, 3), batch_input_shape=(h, w))]
     calls, patch = record_num_repeats(head)
     with patch:
-        losses = head.loss(logits, boxes, None, None, [gt],
-                           [torch.tensor([1, 2, 3])], metas)
+        losses = head.loss(
+            dict(cls_scores=logits, bbox_preds=boxes, enc_cls=None,
+                 enc_bbox_preds=None),
+            dict(gt_bboxes=[gt], gt_labels=[torch.tensor([1, 2, 3])]), metas)
     assert calls == [(30, 2), (30, 1)]
     torch.testing.assert_close(losses['d0.loss_bbox'],
                                torch.tensor(5 * 4 * d))
@@ -141,9 +144,7 @@ def test_pose_hybrid_layer_matches_per_layer_and_refines_last_layer():
         return refine(outputs, poses, img_inds)
 
     with patch, mock.patch.object(head, 'refine', recorded_refine):
-        losses = head.loss(outputs, inputs['gt_bboxes'], inputs['gt_labels'],
-                           inputs['gt_keypoints'], inputs['gt_areas'],
-                           inputs['img_metas'])
+        losses = head.loss(outputs, targets_of(inputs), inputs['img_metas'])
     # Encoder proposals (K = 1, 2 images), then layer 0 (K = 3) and layer 1.
     decoder_calls = [c for c in calls if c[0] == 30]
     assert decoder_calls == [(30, 3)] * 2 + [(30, 1)] * 2
@@ -163,8 +164,9 @@ def test_groups_are_independent_and_test_keeps_the_first():
     inputs = detection_inputs([(96, 128), (64, 96)])
 
     def run():
-        return model.bbox_head(model.extract_feat(inputs['img']),
-                               inputs['img_metas'])[:2]
+        outs = model.bbox_head(model.extract_feat(inputs['img']),
+                               inputs['img_metas'])
+        return outs['cls_scores'], outs['bbox_preds']
 
     model.train()  # all 60 queries; the tiny config has no dropout
     with torch.no_grad():
@@ -202,8 +204,8 @@ def test_which_proposals_feed_a_group(proposals):
         weight = model.bbox_head.query_embedding.weight
         weight[20:] = weight[:20]
         inputs = detection_inputs([(96, 128), (64, 96)])
-        cls, boxes = model.bbox_head(model.extract_feat(inputs['img']),
-                                     inputs['img_metas'])[:2]
+        boxes = model.bbox_head(model.extract_feat(inputs['img']),
+                                inputs['img_metas'])['bbox_preds']
     same = torch.allclose(boxes[:, :, 20:], boxes[:, :, :20])
     assert same == (proposals == 'top')
 

@@ -79,8 +79,8 @@ def record_dtypes(model, deformable_type):
         return hook
 
     def record_head(module, args, output):
-        cls, coords = ((output['cls_scores'], output['poses']) if isinstance(
-            output, dict) else output[:2])
+        cls = output['cls_scores']
+        coords = output['poses' if 'poses' in output else 'bbox_preds']
         seen.setdefault('head', (cls.dtype, coords.dtype))
 
     layer = model.bbox_head.transformer.decoder.layers[0]
@@ -89,9 +89,8 @@ def record_dtypes(model, deformable_type):
     cross_attn.value_proj.register_forward_hook(record('deformable'))
     layer.ffns[0].layers[0][0].register_forward_hook(record('ffn_linear'))
     model.backbone.conv1.register_forward_hook(record('backbone'))
-    # The pose head's losses are in its criterion.
-    losses = getattr(model.bbox_head, 'criterion', model.bbox_head)
-    losses.loss_cls.register_forward_hook(record('loss'))
+    # Both heads' losses are in their criterion.
+    model.bbox_head.criterion.loss_cls.register_forward_hook(record('loss'))
     model.bbox_head.register_forward_hook(record_head)
     return seen
 

@@ -19,7 +19,7 @@ from mmcv import Config
 from mmdet.core.bbox.builder import build_assigner as mmdet_build_assigner
 
 from conftest import (REPO_ROOT, detection_inputs, matched_targets,
-                      pose_inputs)
+                      pose_inputs, targets_of)
 
 import opera  # noqa: F401
 from opera.core.bbox import build_assigner, build_match_cost
@@ -171,8 +171,10 @@ def test_detection_head_one2many_matching_equals_tiled():
     inputs = detection_inputs([(96, 128), (96, 128)], num_boxes=(3, 5))
 
     def run_loss():
-        return head.loss(cls, boxes, None, None, inputs['gt_bboxes'],
-                         inputs['gt_labels'], inputs['img_metas'])
+        return head.loss(
+            dict(cls_scores=cls, bbox_preds=boxes, enc_cls=None,
+                 enc_bbox_preds=None), targets_of(inputs),
+            inputs['img_metas'])
 
     check_same_matching(head, run_loss, num_calls=num_layers * 2)
 
@@ -190,8 +192,7 @@ def test_pose_head_one2many_matching_equals_tiled():
         outputs = head(model.extract_feat(inputs['img']), inputs['img_metas'])
 
         def run_loss():
-            return head.loss(outputs, inputs['gt_bboxes'], inputs['gt_labels'],
-                             inputs['gt_keypoints'], inputs['gt_areas'],
+            return head.loss(outputs, targets_of(inputs),
                              inputs['img_metas'])
 
         num_layers = outputs['poses'].size(0)

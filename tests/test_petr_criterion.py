@@ -42,6 +42,12 @@ def criterion_cfg(with_assigner=True):
     return criterion
 
 
+def pose_targets(gt_bboxes, gt_labels, gt_keypoints, gt_areas):
+    """The criterion's ``targets``: the per-image lists by name."""
+    return dict(gt_bboxes=gt_bboxes, gt_labels=gt_labels,
+                gt_keypoints=gt_keypoints, gt_areas=gt_areas)
+
+
 def persons():
     """Two persons of one image: keypoints [2, K, 3] in pixels, normalised
     (x, y) [2, 2K], boxes [2, 4] and areas [2]."""
@@ -90,8 +96,9 @@ def test_criterion_of_the_base_config_matches_and_scores_by_hand():
     groups = HybridQueryGroups.hybrid_branch(ONE2ONE, ONE2MANY, K_ONE2MANY,
                                              num_layers=LAYERS)
     outputs = hand_made_outputs(normalised, OFFSETS)
-    losses, positives = criterion(outputs, [boxes], [torch.zeros(2).long()],
-                                  [keypoints], [areas], [META], groups)
+    losses, positives = criterion(
+        outputs, pose_targets([boxes], [torch.zeros(2).long()], [keypoints],
+                              [areas]), [META], groups)
 
     per_layer = ['loss_cls', 'loss_kpt', 'loss_oks']
     names = []
@@ -153,10 +160,10 @@ def test_no_person_gives_a_placeholder_that_trains_nothing():
     _, normalised, _, _ = persons()
     groups = HybridQueryGroups.hybrid_branch(ONE2ONE, num_layers=LAYERS)
     outputs = hand_made_outputs(normalised, OFFSETS[:ONE2ONE])
-    losses, positives = criterion(outputs, [torch.zeros(0, 4)],
-                                  [torch.zeros(0).long()],
-                                  [torch.zeros(0, K, 3)], [torch.zeros(0)],
-                                  [META], groups)
+    losses, positives = criterion(
+        outputs, pose_targets([torch.zeros(0, 4)], [torch.zeros(0).long()],
+                              [torch.zeros(0, K, 3)], [torch.zeros(0)]),
+        [META], groups)
     assert losses['num_matched'] == 0
     assert positives['poses'].shape == (1, 2 * K)
     assert positives['weights'].sum() == 0
@@ -173,8 +180,8 @@ def test_criterion_without_assigner_refuses_to_match():
     groups = HybridQueryGroups.hybrid_branch(ONE2ONE, num_layers=LAYERS)
     outputs = hand_made_outputs(normalised, OFFSETS[:ONE2ONE])
     with pytest.raises(RuntimeError, match='no assigner.*train_cfg.assigner'):
-        criterion(outputs, [boxes], [torch.zeros(2).long()], [keypoints],
-                  [areas], [META], groups)
+        criterion(outputs, pose_targets([boxes], [torch.zeros(2).long()],
+                                        [keypoints], [areas]), [META], groups)
 
 
 def test_criterion_missing_a_loss_names_it():

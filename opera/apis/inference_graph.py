@@ -13,6 +13,11 @@ network:
    the original image, by the head's own post-processing (the functions the
    PyTorch path runs inside ``simple_test``).
 
+Every head with an inference graph has the same three members, so nothing
+here depends on which head it is: ``inference_kind`` ('detection' or
+'pose'), ``graph_outputs(outputs)`` (its forward's outputs -> the graph's
+tensors) and ``graph_results(tensors, img_metas, rescale)``.
+
 The PyTorch backend runs the detector's ``simple_test`` (both steps in one
 call); the ONNX Runtime backend (:mod:`.onnx_backend`) runs step 1 in ONNX
 Runtime and step 2 here, so the two share all pre- and post-processing.
@@ -37,11 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from mmcv.parallel import collate
-from mmdet.core import bbox2result
 from mmdet.datasets.pipelines import Compose
-
-from opera.core.keypoint import bbox_kpt2result
-from opera.models.dense_heads import PETRHead
 
 OUTPUT_NAMES = dict(
     detection=('cls_logits', 'boxes'),
@@ -75,17 +76,15 @@ def prepare_batch(cfg, images):
 
 
 def model_kind(detector):
-    """'detection' or 'pose', by the detector's head; raises for heads
-    without an inference graph."""
-    head = detector.bbox_head
-    if isinstance(head, PETRHead):
-        return 'pose'
-    if type(head).__name__ in ('HybridDeformableDETRHead',
-                               'DeformableDETRHead'):
-        return 'detection'
-    raise NotImplementedError(
-        f'no inference graph for {type(head).__name__}: export supports '
-        'the (H-)Deformable-DETR and (H-)PETR heads')
+    """'detection' or 'pose': the ``inference_kind`` of the detector's head;
+    raises for heads without an inference graph."""
+    kind = getattr(detector.bbox_head, 'inference_kind', None)
+    if kind not in OUTPUT_NAMES:
+        raise NotImplementedError(
+            f'no inference graph for {type(detector.bbox_head).__name__}: '
+            'export supports the heads with an inference_kind (the '
+            '(H-)Deformable-DETR and (H-)PETR heads)')
+    return kind
 
 
 def unpadded_metas(img):
@@ -135,11 +134,8 @@ class InferenceGraph(nn.Module):
                                'call detector.eval() first')
         img_metas = unpadded_metas(img)
         head = self.detector.bbox_head
-        outputs = head(self.detector.extract_feat(img), img_metas)
-        if self.kind == 'pose':
-            return head.top_persons(outputs)
-        all_cls_scores, all_bbox_preds = outputs[:2]
-        return all_cls_scores[-1], all_bbox_preds[-1]
+        return head.graph_outputs(
+            head(self.detector.extract_feat(img), img_metas))
 
 
 def graph_results(detector, outputs, img_metas, rescale=False):
@@ -164,18 +160,5 @@ def graph_results(detector, outputs, img_metas, rescale=False):
         if not isinstance(output, torch.Tensor) else output
         for output in outputs
     ]
-    head = detector.bbox_head
-    if model_kind(detector) == 'pose':
-        return [
-            bbox_kpt2result(boxes, labels, keypoints, head.num_classes)
-            for boxes, labels, keypoints in head.results_in_pixels(
-                *outputs, img_metas, rescale)
-        ]
-    cls_logits, boxes = outputs
-    # get_bboxes reads the last decoder layer of [layers, bs, nq, ...].
-    results = head.get_bboxes(cls_logits[None], boxes[None], None, None,
-                              img_metas, rescale)
-    return [
-        bbox2result(det_bboxes, det_labels, head.num_classes)
-        for det_bboxes, det_labels in results
-    ]
+    model_kind(detector)  # a clear error for a head without a graph
+    return detector.bbox_head.graph_results(outputs, img_metas, rescale)

@@ -241,14 +241,11 @@ def inference_step(model, batch, device, phase=untimed_phase):
     return dict(seconds_per_batch=time.perf_counter() - start)
 
 
-def head_losses(head, outs, batch):
-    """The head's losses from its outputs (detection or pose head)."""
-    if 'gt_keypoints' in batch:
-        return head.loss(outs, batch['gt_bboxes'], batch['gt_labels'],
-                         batch['gt_keypoints'], batch['gt_areas'],
-                         batch['img_metas'])
-    return head.loss(*outs, batch['gt_bboxes'], batch['gt_labels'],
-                     batch['img_metas'])
+def batch_targets(batch):
+    """The ground truth of ``batch`` as the heads' ``loss`` takes it: its
+    ``gt_*`` lists (boxes and labels; keypoints and areas for poses)."""
+    return {name: value for name, value in batch.items()
+            if name.startswith('gt_')}
 
 
 def train_step(model, batch, device, phase=untimed_phase):
@@ -265,7 +262,7 @@ def train_step(model, batch, device, phase=untimed_phase):
     sync(device)
     t1 = time.perf_counter()
     with timed_assigner(head, timer), phase('loss'):
-        losses = head_losses(head, outs, batch)
+        losses = head.loss(outs, batch_targets(batch), batch['img_metas'])
         total = sum(v for k, v in losses.items() if 'loss' in k)
     sync(device)
     t2 = time.perf_counter()

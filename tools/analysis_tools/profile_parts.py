@@ -95,6 +95,8 @@ def part_of(module_name, module_classes, label):
         return names[0]  # backbone, neck
     if len(names) == 1:
         return 'head: glue'
+    if names[1] == 'criterion' and len(names) > 2:
+        names = names[1:]  # both heads' losses sit in their criterion
     if names[1].startswith('loss'):
         return f'loss: {names[1]}'
     if names[1] in HEAD_BRANCHES:

@@ -4,16 +4,16 @@ With one query group this is the two-stage Deformable-DETR head (the
 "Deformable-DETR" and "+ tricks" baselines); with a one-to-many group it is
 H-Deformable-DETR; other groups give the hybrid-epoch, hybrid-layer and
 Group-DETR schemes. The groups, their matching and the combination of their
-losses are :class:`opera.models.utils.HybridQueryGroups`; this head says how
-one group's boxes at one layer are matched and scored.
+losses are :class:`opera.models.utils.HybridQueryGroups`; the matching and
+the losses of one group at one layer are
+:class:`~.detr_criterion.DETRCriterion`, built from the head's mmdet keys.
 """
 import torch
 import torch.nn as nn
 from mmcv.runner import force_fp32
-from mmdet.core import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh, reduce_mean
+from mmdet.core import bbox2result
 from mmdet.models.dense_heads import DeformableDETRHead
 
-from opera.core.bbox import matched_pairs
 from ..builder import HEADS
 from ..utils.arguments import (reject_unknown_arguments,
                                reject_unknown_cfg_keys, require_cfg_keys)
@@ -21,6 +21,10 @@ from ..utils.hybrid_matching import (build_query_groups,
                                       pop_hybrid_branch_keys)
 from ..utils.padding import masks_and_positions
 from ..utils.refine import refine_reference
+from .detr_criterion import DETRCriterion
+
+ONNX_ADVICE = ('export the detector with opera.apis.export_onnx '
+               '(tools/deployment/pytorch2onnx.py), see docs/deployment.md')
 
 
 @HEADS.register_module()
@@ -45,8 +49,12 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         **kwargs: See mmdet's ``DeformableDETRHead``. ``transformer``,
             ``positional_encoding``, ``loss_cls``, ``loss_bbox`` and
             ``loss_iou`` are required: mmdet's defaults are another recipe
-            (e.g. a cross-entropy class loss).
+            (e.g. a cross-entropy class loss). The losses and
+            ``train_cfg.assigner`` make the head's :attr:`criterion`.
     """
+
+    #: What its inference graph computes (``opera.apis.inference_graph``).
+    inference_kind = 'detection'
 
     REQUIRED_KEYS = ('transformer', 'positional_encoding', 'loss_cls',
                      'loss_bbox', 'loss_iou')
@@ -70,6 +78,22 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                                          split_self_attn, hybrid_branch_keys)
         super().__init__(*args, num_query=num_query, **kwargs)
         self.hybrid.bind_decoder(self.transformer.decoder)
+        # mmdet's head built the losses and the assigner; the criterion
+        # holds them (no weights: the checkpoint layout is the same).
+        # mmdet's init_weights and post-processing still read
+        # loss_cls.use_sigmoid, and the analysis tools wrap assigner.assign
+        # (on both heads): those two stay visible here.
+        del self.loss_bbox, self.loss_iou
+        self.criterion = DETRCriterion(
+            num_classes=self.num_classes,
+            loss_cls=kwargs['loss_cls'],
+            loss_bbox=kwargs['loss_bbox'],
+            loss_iou=kwargs['loss_iou'],
+            assigner=self.train_cfg['assigner'] if self.train_cfg else None,
+            bg_cls_weight=self.bg_cls_weight,
+            sync_cls_avg_factor=self.sync_cls_avg_factor)
+        self.loss_cls = self.criterion.loss_cls
+        self.assigner = self.criterion.assigner
         if self.train_cfg:
             self.hybrid.check_assigner(self.assigner)
 
@@ -97,10 +121,11 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         test (each query takes the same proposal rank in both).
 
         Returns:
-            tuple: class logits [num_layers, bs, nq, num_classes], boxes
-            (cx, cy, w, h) in [0, 1] [num_layers, bs, nq, 4], and the
-            encoder's class logits [bs, sum(h*w), num_classes] and boxes
-            [bs, sum(h*w), 4] (None without two-stage).
+            dict: ``cls_scores`` [num_layers, bs, nq, num_classes] logits,
+            ``bbox_preds`` [num_layers, bs, nq, 4] (cx, cy, w, h) in
+            [0, 1], and the encoder's ``enc_cls`` [bs, sum(h*w),
+            num_classes] logits and ``enc_bbox_preds`` [bs, sum(h*w), 4]
+            boxes (both None without two-stage).
         """
         masks, positions = masks_and_positions(
             mlvl_feats, img_metas, self.positional_encoding)
@@ -138,167 +163,103 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         all_bbox_preds = torch.stack(all_bbox_preds)
         if enc_coord is not None:
             enc_coord = enc_coord.sigmoid()
-        return all_cls_scores, all_bbox_preds, enc_cls, enc_coord
+        return dict(
+            cls_scores=all_cls_scores,
+            bbox_preds=all_bbox_preds,
+            enc_cls=enc_cls,
+            enc_bbox_preds=enc_coord)
 
-    @force_fp32(apply_to=('all_cls_scores', 'all_bbox_preds',
-                          'enc_cls_scores', 'enc_bbox_preds'))
-    def loss(self,
-             all_cls_scores,
-             all_bbox_preds,
-             enc_cls_scores,
-             enc_bbox_preds,
-             gt_bboxes_list,
-             gt_labels_list,
-             img_metas,
-             gt_bboxes_ignore=None):
-        """Losses of the encoder proposals and of every (layer, group).
-
-        Each query group is matched and normalised on its own at every
-        decoder layer, against the ground truth repeated that group's K at
-        that layer (see ``HybridQueryGroups.loss``). The encoder loss is
-        counted once. Computed in fp32 under fp16.
+    def forward_train(self,
+                      x,
+                      img_metas,
+                      gt_bboxes,
+                      gt_labels,
+                      gt_bboxes_ignore=None):
+        """Losses of a batch.
 
         Args:
-            all_cls_scores (Tensor): [num_layers, bs, Q, C] logits.
-            all_bbox_preds (Tensor): [num_layers, bs, Q, 4] (cx, cy, w, h)
-                in [0, 1].
-            enc_cls_scores (Tensor | None): [bs, S, C] proposal logits.
-            enc_bbox_preds (Tensor | None): [bs, S, 4] proposal boxes.
-            gt_bboxes_list (list[Tensor]): [G, 4] (x1, y1, x2, y2) pixels.
-            gt_labels_list (list[Tensor]): [G].
-            img_metas (list[dict]): Need ``img_shape``.
+            x (tuple[Tensor]): Neck levels, each [bs, c, h, w].
+            img_metas (list[dict]): Need ``img_shape``, ``batch_input_shape``.
+            gt_bboxes (list[Tensor]): [G, 4] (x1, y1, x2, y2) pixels.
+            gt_labels (list[Tensor]): [G].
+            gt_bboxes_ignore: Not supported.
+
+        Returns:
+            dict[str, Tensor]: Losses (see :meth:`loss`).
+        """
+        if gt_bboxes_ignore is not None:
+            raise NotImplementedError(
+                f'{type(self).__name__} does not use gt_bboxes_ignore')
+        targets = dict(gt_bboxes=gt_bboxes, gt_labels=gt_labels)
+        return self.loss(self(x, img_metas), targets, img_metas)
+
+    @force_fp32(apply_to=('outputs', ))
+    def loss(self, outputs, targets, img_metas):
+        """Losses of the encoder proposals and of every (layer, group) (see
+        :meth:`DETRCriterion.forward`); computed in fp32 under fp16.
+
+        Args:
+            outputs (dict): Of :meth:`forward` in training.
+            targets (dict): Per-image lists ``gt_bboxes`` [G, 4] (x1, y1,
+                x2, y2) pixels and ``gt_labels`` [G].
+            img_metas (list[dict]): Per image, need ``img_shape``.
 
         Returns:
             dict[str, Tensor]: ``enc_loss_*``, ``{d{i}.}loss_*{suffix}`` and
             ``num_matched{suffix}`` (see ``HybridQueryGroups.loss``).
         """
-        if gt_bboxes_ignore is not None:
-            raise NotImplementedError(
-                f'{type(self).__name__} does not use gt_bboxes_ignore')
-        losses = dict()
-        if enc_cls_scores is not None:
-            # The proposals are trained class-agnostic.
-            object_labels = [torch.zeros_like(labels)
-                             for labels in gt_labels_list]
-            enc_losses, _ = self.layer_loss(enc_cls_scores, enc_bbox_preds,
-                                            gt_bboxes_list, object_labels,
-                                            img_metas, num_repeats=1)
-            losses.update(
-                {'enc_' + name: value for name, value in enc_losses.items()})
+        return self.criterion(outputs, targets, img_metas, self.hybrid)
 
-        def layer_group_loss(predictions, num_repeats):
-            group_losses, num_matched = self.layer_loss(
-                *predictions, gt_bboxes_list, gt_labels_list, img_metas,
-                num_repeats)
-            return group_losses, num_matched, None
+    def simple_test_bboxes(self, feats, img_metas, rescale=False):
+        """Per image the detections [m, 5] (x1, y1, x2, y2, score) and
+        labels [m] of :meth:`get_bboxes`."""
+        return self.get_bboxes(self(feats, img_metas), img_metas, rescale)
 
-        group_losses, _ = self.hybrid.loss(layer_group_loss, all_cls_scores,
-                                           all_bbox_preds)
-        losses.update(group_losses)
-        return losses
-
-    def layer_loss(self, cls_scores, bbox_preds, gt_bboxes_list,
-                   gt_labels_list, img_metas, num_repeats):
-        """Focal, L1 and GIoU losses of one set of predictions (mmdet's DETR
-        losses), matched against the ground truth repeated ``num_repeats``
-        times.
+    @force_fp32(apply_to=('outputs', ))
+    def get_bboxes(self, outputs, img_metas, rescale=False):
+        """Detections from the test-time queries' last layer (no NMS).
 
         Args:
-            cls_scores (Tensor): [bs, Q, C] logits.
-            bbox_preds (Tensor): [bs, Q, 4] (cx, cy, w, h) in [0, 1].
-            gt_bboxes_list, gt_labels_list (list[Tensor]): Per image, once.
-            img_metas (list[dict]): Per image.
-            num_repeats (int): K.
+            outputs (dict): ``cls_scores`` and ``bbox_preds`` of
+                :meth:`forward` (the last layer is used).
+            img_metas (list[dict]): Per image ``img_shape`` and
+                ``scale_factor``.
+            rescale (bool): Boxes in pixels of the original image.
 
         Returns:
-            tuple[dict, int]: ``loss_cls``, ``loss_bbox``, ``loss_iou``, each
-            normalised by the matched queries of all processes; the matched
-            queries of this process.
+            list[tuple[Tensor, Tensor]]: Per image boxes [m, 5] and labels
+            [m].
         """
-        targets = [
-            self.box_targets(*per_image, num_repeats) for per_image in zip(
-                cls_scores, bbox_preds, gt_bboxes_list, gt_labels_list,
-                img_metas)
-        ]
-        labels, label_weights, bbox_targets, bbox_weights = (
-            torch.cat(parts) for parts in list(zip(*targets))[:4])
-        num_pos = sum(t[4] for t in targets)
-        num_neg = sum(t[5] for t in targets)
-
-        cls_scores = cls_scores.reshape(-1, self.cls_out_channels)
-        cls_avg_factor = num_pos * 1.0 + num_neg * self.bg_cls_weight
-        if self.sync_cls_avg_factor:
-            cls_avg_factor = reduce_mean(
-                cls_scores.new_tensor([cls_avg_factor]))
-        cls_avg_factor = max(cls_avg_factor, 1)
-        loss_cls = self.loss_cls(
-            cls_scores, labels, label_weights, avg_factor=cls_avg_factor)
-
-        avg_factor = torch.clamp(
-            reduce_mean(loss_cls.new_tensor([num_pos])), min=1).item()
-        factors = torch.cat([
-            preds.new_tensor([w, h, w, h]).unsqueeze(0).repeat(
-                preds.size(0), 1) for preds, (h, w) in zip(
-                    bbox_preds, (meta['img_shape'][:2] for meta in img_metas))
-        ])
-        bbox_preds = bbox_preds.reshape(-1, 4)
-        loss_iou = self.loss_iou(
-            bbox_cxcywh_to_xyxy(bbox_preds) * factors,
-            bbox_cxcywh_to_xyxy(bbox_targets) * factors,
-            bbox_weights,
-            avg_factor=avg_factor)
-        loss_bbox = self.loss_bbox(
-            bbox_preds, bbox_targets, bbox_weights, avg_factor=avg_factor)
-        return dict(
-            loss_cls=loss_cls, loss_bbox=loss_bbox, loss_iou=loss_iou), num_pos
-
-    def box_targets(self, cls_score, bbox_pred, gt_bboxes, gt_labels,
-                    img_meta, num_repeats):
-        """Match one image's queries and build their targets.
-
-        Args:
-            cls_score (Tensor): [Q, C] logits.
-            bbox_pred (Tensor): [Q, 4] (cx, cy, w, h) in [0, 1].
-            gt_bboxes (Tensor): [G, 4] (x1, y1, x2, y2) pixels.
-            gt_labels (Tensor): [G].
-            img_meta (dict): Needs ``img_shape``.
-            num_repeats (int): Each box gets up to K queries.
-
-        Returns:
-            tuple: labels [Q] (``num_classes`` = background), label weights
-            [Q], box targets [Q, 4] (cx, cy, w, h) in [0, 1], box weights
-            [Q, 4], matched and unmatched counts (int).
-        """
-        num_query = bbox_pred.size(0)
-        assign_result = self.assigner.assign(
-            bbox_pred, cls_score, gt_bboxes, gt_labels, img_meta,
-            num_repeats=num_repeats)
-        pos_inds, gt_inds = matched_pairs(assign_result, gt_labels.size(0))
-        labels = gt_bboxes.new_full((num_query, ),
-                                    self.num_classes,
-                                    dtype=torch.long)
-        labels[pos_inds] = gt_labels[gt_inds]
-        bbox_targets = torch.zeros_like(bbox_pred)
-        bbox_weights = torch.zeros_like(bbox_pred)
-        bbox_weights[pos_inds] = 1.0
-        img_h, img_w = img_meta['img_shape'][:2]
-        factor = bbox_pred.new_tensor([img_w, img_h, img_w, img_h])
-        bbox_targets[pos_inds] = bbox_xyxy_to_cxcywh(
-            gt_bboxes[gt_inds] / factor.unsqueeze(0))
-        num_pos = pos_inds.numel()
-        return (labels, gt_bboxes.new_ones(num_query), bbox_targets,
-                bbox_weights, num_pos, num_query - num_pos)
-
-    @force_fp32(apply_to=('all_cls_scores', 'all_bbox_preds'))
-    def get_bboxes(self,
-                   all_cls_scores,
-                   all_bbox_preds,
-                   enc_cls_scores,
-                   enc_bbox_preds,
-                   img_metas,
-                   rescale=False):
-        """Detections from the test-time queries' last layer (no NMS)."""
         return super().get_bboxes(
-            self.hybrid.test_part(all_cls_scores, dim=2),
-            self.hybrid.test_part(all_bbox_preds, dim=2), enc_cls_scores,
-            enc_bbox_preds, img_metas, rescale)
+            self.hybrid.test_part(outputs['cls_scores'], dim=2),
+            self.hybrid.test_part(outputs['bbox_preds'], dim=2), None, None,
+            img_metas, rescale)
+
+    def forward_onnx(self, feats, img_metas):
+        """Refused: mmdet's ONNX path (``DETR.onnx_export``) builds DETR's
+        masks, not this head's; see :meth:`graph_outputs`."""
+        raise NotImplementedError(ONNX_ADVICE)
+
+    def onnx_export(self, outputs, img_metas):
+        """Refused, as :meth:`forward_onnx`."""
+        raise NotImplementedError(ONNX_ADVICE)
+
+    def graph_outputs(self, outputs):
+        """The tensors of an exported inference graph (``opera.apis``): the
+        last layer's class logits [bs, nq, C] and boxes [bs, nq, 4] (the
+        top-k stays in :meth:`get_bboxes`, so the graph gives every
+        query's scores)."""
+        return outputs['cls_scores'][-1], outputs['bbox_preds'][-1]
+
+    def graph_results(self, tensors, img_metas, rescale=False):
+        """Per image what the detector's ``simple_test`` returns (a list
+        over classes of [n, 5] arrays), from :meth:`graph_outputs`'
+        tensors."""
+        cls_logits, boxes = tensors
+        # get_bboxes reads the last layer of [num_layers, bs, nq, ...].
+        outputs = dict(cls_scores=cls_logits[None], bbox_preds=boxes[None])
+        return [
+            bbox2result(det_bboxes, det_labels, self.num_classes)
+            for det_bboxes, det_labels in self.get_bboxes(
+                outputs, img_metas, rescale)
+        ]

@@ -10,34 +10,20 @@ pose-decoder layer: the head runs it between :meth:`PETRCriterion.forward`
 (which returns those persons) and :meth:`PETRCriterion.refine_losses`.
 """
 import torch
-import torch.nn as nn
-from mmdet.core import reduce_mean
 
-from opera.core.bbox import build_assigner, matched_pairs
+from opera.core.bbox import build_assigner
 from opera.core.keypoint import keypoint_heatmap_target
 from ..builder import LOSSES, build_model
 from ..utils.arguments import require_cfg_keys
+from .set_criterion import SetCriterion, image_sizes, mean_over_gpus
 
 BASE_CONFIG = 'configs/_base_/models/petr_r50.py'
 LOSS_KEYS = ('loss_cls', 'loss_kpt', 'loss_oks', 'loss_kpt_rpn', 'loss_hm',
              'loss_kpt_refine', 'loss_oks_refine')
 
 
-def image_sizes(img_metas, device):
-    """[bs, 2] (w, h) of each image's valid area, in pixels."""
-    return torch.tensor([meta['img_shape'][1::-1] for meta in img_metas],
-                        dtype=torch.float32,
-                        device=device)
-
-
-def mean_over_gpus(count, device):
-    """``count`` averaged over GPUs, at least 1 (a loss normaliser)."""
-    count = torch.as_tensor(count, dtype=torch.float32, device=device)
-    return reduce_mean(count).clamp(min=1).item()
-
-
 @LOSSES.register_module()
-class PETRCriterion(nn.Module):
+class PETRCriterion(SetCriterion):
     """Matching and losses of PETR / H-PETR (DETR's ``SetCriterion``).
 
     No loss has a default: the recipe is in ``model.bbox_head.criterion``
@@ -66,6 +52,8 @@ class PETRCriterion(nn.Module):
             for a model built for testing only (then the losses refuse to
             run).
     """
+
+    BASE_CONFIG = BASE_CONFIG
 
     def __init__(self,
                  num_classes=None,
@@ -108,8 +96,7 @@ class PETRCriterion(nn.Module):
             raise ValueError('PETRCriterion needs a sigmoid class loss '
                              '(criterion.loss_cls.use_sigmoid=True)')
 
-    def forward(self, outputs, gt_bboxes, gt_labels, gt_keypoints, gt_areas,
-                img_metas, query_groups):
+    def forward(self, outputs, targets, img_metas, query_groups):
         """Losses of every (decoder layer, query group), of the proposals and
         the heatmaps, and the persons the refine decoder trains on.
 
@@ -123,11 +110,9 @@ class PETRCriterion(nn.Module):
                 [num_layers, bs, Q, 2K] in [0, 1] of the image, ``enc_cls``
                 [bs, S, C], ``enc_poses`` [bs, S, 2K], ``hm_logits``
                 [bs, K, h, w], ``hm_padding`` [bs, h, w] bool.
-            gt_bboxes (list[Tensor]): Per image [G, 4] person boxes, pixels.
-            gt_labels (list[Tensor]): Per image [G].
-            gt_keypoints (list[Tensor]): Per image [G, K, 3] (x, y, v),
-                pixels.
-            gt_areas (list[Tensor]): Per image [G] areas, pixels^2.
+            targets (dict): Per-image lists: ``gt_bboxes`` [G, 4] person
+                boxes, pixels; ``gt_labels`` [G]; ``gt_keypoints``
+                [G, K, 3] (x, y, v), pixels; ``gt_areas`` [G], pixels^2.
             img_metas (list[dict]): Per image, need ``img_shape``.
             query_groups (HybridQueryGroups): The groups of the Q queries.
 
@@ -137,66 +122,54 @@ class PETRCriterion(nn.Module):
             refine decoder (see :meth:`layer_losses`; without any, the
             :meth:`placeholder_positives`).
         """
-
-        def layer_group_loss(predictions, num_repeats):
-            return self.layer_losses(*predictions, gt_labels, gt_keypoints,
-                                     gt_areas, img_metas, self.loss_kpt,
-                                     self.loss_oks, num_repeats)
-
-        losses, last_positives = query_groups.loss(layer_group_loss,
-                                                   outputs['cls_scores'],
-                                                   outputs['poses'])
+        losses, last_positives = query_groups.loss(
+            self.group_loss(targets, img_metas), outputs['cls_scores'],
+            outputs['poses'])
         positives = {
             name: torch.cat([group[name] for group in last_positives])
             for name in last_positives[0]
         }
         losses.update(
             self.encoder_losses(outputs['enc_cls'], outputs['enc_poses'],
-                                gt_labels, gt_keypoints, gt_areas, img_metas))
+                                targets, img_metas))
         losses['loss_hm'] = self.heatmap_loss(outputs['hm_logits'],
                                               outputs['hm_padding'],
-                                              gt_keypoints, gt_bboxes)
+                                              targets['gt_keypoints'],
+                                              targets['gt_bboxes'])
         if positives['poses'].size(0) == 0:
             positives = self.placeholder_positives(outputs['poses'])
         return losses, positives
 
-    def required_assigner(self):
-        """The assigner, or a clear error for a criterion built without."""
-        if self.assigner is None:
-            raise RuntimeError(
-                'PETRCriterion has no assigner, so it cannot compute '
-                'losses: give model.train_cfg.assigner (a criterion built '
-                'alone: assigner=...), see ' + BASE_CONFIG)
-        return self.assigner
+    def assign(self, cls_score, pred, targets, img_meta, num_repeats):
+        """Assign one image's queries (cls_score [Q, C], pred [Q, 2K]) to
+        its persons."""
+        return self.required_assigner().assign(
+            cls_score,
+            pred,
+            targets['gt_labels'],
+            targets['gt_keypoints'],
+            targets['gt_areas'],
+            img_meta,
+            num_repeats=num_repeats)
 
-    def pose_targets(self, cls_score, poses, gt_labels, gt_keypoints,
-                     gt_areas, img_meta, num_repeats=1):
-        """Match one image's queries and build their targets.
+    def pose_targets(self, poses, gt_labels, gt_keypoints, gt_areas,
+                     img_meta, pos_inds, gt_inds):
+        """One image's targets from its matched pairs.
 
         Args:
-            cls_score (Tensor): [Q, C] class logits.
             poses (Tensor): [Q, 2K] poses normalised by the image (w, h).
             gt_labels (Tensor): [G].
             gt_keypoints (Tensor): [G, K, 3] (x, y, v) in pixels.
             gt_areas (Tensor): [G] areas in pixels^2.
             img_meta (dict): Needs ``img_shape``.
-            num_repeats (int): Each person gets up to K queries.
+            pos_inds, gt_inds (Tensor): [n] matched queries, their persons.
 
         Returns:
-            tuple: labels [Q] (``num_classes`` = background), pose targets
-            [Q, 2K] normalised, pose weights [Q, 2K] (1 at the visible
-            coordinates of matched queries), areas [Q], matched count (int).
+            tuple[Tensor]: labels [Q] (``num_classes`` = background), pose
+            targets [Q, 2K] normalised, pose weights [Q, 2K] (1 at the
+            visible coordinates of matched queries), areas [Q].
         """
         num_query = poses.size(0)
-        assign_result = self.required_assigner().assign(
-            cls_score,
-            poses,
-            gt_labels,
-            gt_keypoints,
-            gt_areas,
-            img_meta,
-            num_repeats=num_repeats)
-        pos_inds, gt_inds = matched_pairs(assign_result, gt_labels.size(0))
         matched = gt_keypoints.reshape(gt_labels.size(0), self.num_keypoints,
                                        3)[gt_inds]
         img_h, img_w = img_meta['img_shape'][:2]
@@ -211,7 +184,7 @@ class PETRCriterion(nn.Module):
             -1, -1, 2).flatten(1)
         areas = poses.new_zeros(num_query)
         areas[pos_inds] = gt_areas[gt_inds].to(poses.dtype)
-        return labels, targets, weights, areas, pos_inds.numel()
+        return labels, targets, weights, areas
 
     def oks_term(self, loss_oks, poses, targets, weights, areas, sizes,
                  avg_factor):
@@ -227,23 +200,21 @@ class PETRCriterion(nn.Module):
     def layer_losses(self,
                      cls_scores,
                      poses,
-                     gt_labels,
-                     gt_keypoints,
-                     gt_areas,
+                     targets,
                      img_metas,
-                     loss_kpt,
-                     loss_oks=None,
-                     num_repeats=1):
-        """Losses of one set of predictions for the whole batch.
+                     matches,
+                     proposals=False):
+        """Losses of one set of predictions given its matched pairs.
 
         Args:
             cls_scores (Tensor): [bs, Q, C] logits.
             poses (Tensor): [bs, Q, 2K] normalised poses.
-            gt_labels, gt_keypoints, gt_areas (list[Tensor]): Per image.
+            targets (dict): The batch's ground truth (see :meth:`forward`).
             img_metas (list[dict]): Per image.
-            loss_kpt (nn.Module): Keypoint L1 loss.
-            loss_oks (nn.Module | None): OKS loss, skipped if None.
-            num_repeats (int): Matched against the persons repeated K times.
+            matches (list[tuple[Tensor, Tensor]]): Per image, matched
+                queries and their persons (see :meth:`match`).
+            proposals (bool): The encoder proposals: the proposal keypoint
+                loss (``loss_kpt_rpn``) and no OKS loss.
 
         Returns:
             tuple[dict, int, dict]: ``loss_cls``, ``loss_kpt``
@@ -254,24 +225,26 @@ class PETRCriterion(nn.Module):
         """
         bs, num_query = cls_scores.shape[:2]
         per_image = [
-            self.pose_targets(cls_scores[i], poses[i], gt_labels[i],
-                              gt_keypoints[i], gt_areas[i], img_metas[i],
-                              num_repeats)
-            for i in range(bs)
+            self.pose_targets(poses[img_id], targets['gt_labels'][img_id],
+                              targets['gt_keypoints'][img_id],
+                              targets['gt_areas'][img_id], img_metas[img_id],
+                              pos_inds, gt_inds)
+            for img_id, (pos_inds, gt_inds) in enumerate(matches)
         ]
-        labels, targets, weights, areas = (
-            torch.cat(parts) for parts in list(zip(*per_image))[:4])
+        labels, pose_targets, weights, areas = (
+            torch.cat(parts) for parts in zip(*per_image))
         device = cls_scores.device
-        num_matched = sum(p[4] for p in per_image)
+        num_matched = sum(pos_inds.numel() for pos_inds, _ in matches)
         num_pos = mean_over_gpus(num_matched, device)
         poses = poses.flatten(0, 1)
+        loss_kpt = self.loss_kpt_rpn if proposals else self.loss_kpt
 
         losses = dict(
             loss_cls=self.loss_cls(
                 cls_scores.flatten(0, 1), labels, avg_factor=num_pos),
             loss_kpt=loss_kpt(
                 poses,
-                targets,
+                pose_targets,
                 weights,
                 avg_factor=mean_over_gpus(weights.sum(), device)))
         img_inds = torch.arange(
@@ -279,27 +252,16 @@ class PETRCriterion(nn.Module):
         keep = weights.sum(-1) > 0
         positives = dict(
             poses=poses[keep],
-            targets=targets[keep],
+            targets=pose_targets[keep],
             weights=weights[keep],
             areas=areas[keep],
             img_inds=img_inds[keep])
-        if loss_oks is not None:
+        if not proposals:
             sizes = image_sizes(img_metas, device)[positives['img_inds']]
             losses['loss_oks'] = self.oks_term(
-                loss_oks, positives['poses'], positives['targets'],
+                self.loss_oks, positives['poses'], positives['targets'],
                 positives['weights'], positives['areas'], sizes, num_pos)
         return losses, num_matched, positives
-
-    def encoder_losses(self, enc_cls, enc_poses, gt_labels, gt_keypoints,
-                       gt_areas, img_metas):
-        """Class-agnostic class and keypoint L1 losses of the proposals
-        (enc_cls [bs, S, C], enc_poses [bs, S, 2K]): ``enc_loss_cls``,
-        ``enc_loss_kpt``."""
-        person_labels = [torch.zeros_like(labels) for labels in gt_labels]
-        losses, _, _ = self.layer_losses(enc_cls, enc_poses, person_labels,
-                                         gt_keypoints, gt_areas, img_metas,
-                                         self.loss_kpt_rpn)
-        return {'enc_' + name: value for name, value in losses.items()}
 
     def heatmap_loss(self, hm_logits, hm_padding, gt_keypoints, gt_bboxes):
         """Gaussian focal loss of the auxiliary keypoint heatmaps.

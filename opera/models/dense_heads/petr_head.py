@@ -16,7 +16,7 @@ from mmcv.cnn import bias_init_with_prob, constant_init, normal_init
 from mmcv.cnn.bricks.transformer import build_positional_encoding
 from mmcv.runner import BaseModule, force_fp32
 
-from opera.core.keypoint import get_keypoint_layout
+from opera.core.keypoint import bbox_kpt2result, get_keypoint_layout
 from ..builder import HEADS, build_model
 from ..utils.arguments import reject_unknown_cfg_keys, require_cfg_keys
 from ..utils.builder import TRANSFORMER
@@ -98,6 +98,9 @@ class PETRHead(BaseModule):
             of ``query_groups`` (see
             ``opera.models.utils.build_query_groups``).
     """
+
+    #: What its inference graph computes (``opera.apis.inference_graph``).
+    inference_kind = 'pose'
 
     def __init__(self,
                  num_classes=1,
@@ -276,23 +279,33 @@ class PETRHead(BaseModule):
         """
         if gt_bboxes_ignore is not None:
             raise NotImplementedError('PETRHead does not use ignored boxes')
-        return self.loss(
-            self(x, img_metas), gt_bboxes, gt_labels, gt_keypoints, gt_areas,
-            img_metas)
+        targets = dict(
+            gt_bboxes=gt_bboxes,
+            gt_labels=gt_labels,
+            gt_keypoints=gt_keypoints,
+            gt_areas=gt_areas)
+        return self.loss(self(x, img_metas), targets, img_metas)
 
     @force_fp32(apply_to=('outputs', ))
-    def loss(self, outputs, gt_bboxes, gt_labels, gt_keypoints, gt_areas,
-             img_metas):
+    def loss(self, outputs, targets, img_metas):
         """Losses of every (decoder layer, query group), of the proposals,
         the heatmaps and the refine decoder (see :class:`PETRCriterion`).
 
         The refine decoder runs between the criterion's two steps, on the
         persons matched at the last layer by every group. Computed in fp32
-        under fp16 (the refine decoder too). Arguments as in
-        :meth:`forward_train`; ``outputs`` of :meth:`forward`.
+        under fp16 (the refine decoder too).
+
+        Args:
+            outputs (dict): Of :meth:`forward` in training.
+            targets (dict): Per-image lists ``gt_bboxes``, ``gt_labels``,
+                ``gt_keypoints``, ``gt_areas`` (as in
+                :meth:`forward_train`).
+            img_metas (list[dict]): Per image, need ``img_shape``.
+
+        Returns:
+            dict[str, Tensor]: Losses.
         """
-        losses, positives = self.criterion(outputs, gt_bboxes, gt_labels,
-                                           gt_keypoints, gt_areas, img_metas,
+        losses, positives = self.criterion(outputs, targets, img_metas,
                                            self.hybrid)
         refined = self.refine(outputs, positives['poses'],
                               positives['img_inds'])
@@ -302,10 +315,24 @@ class PETRHead(BaseModule):
 
     @property
     def assigner(self):
-        """The criterion's assigner (None without ``train_cfg``), where the
-        detection head has its own: the analysis tools wrap its
-        ``assign``."""
+        """The criterion's assigner (None without ``train_cfg``), as on the
+        detection head: the analysis tools wrap its ``assign``."""
         return self.criterion.assigner
+
+    def graph_outputs(self, outputs):
+        """The tensors of an exported inference graph (``opera.apis``):
+        :meth:`top_persons`."""
+        return self.top_persons(outputs)
+
+    def graph_results(self, tensors, img_metas, rescale=False):
+        """Per image what the detector's ``simple_test`` returns, from
+        :meth:`graph_outputs`' tensors: ``(bbox_results,
+        keypoint_results)``."""
+        return [
+            bbox_kpt2result(boxes, labels, keypoints, self.num_classes)
+            for boxes, labels, keypoints in self.results_in_pixels(
+                *tensors, img_metas, rescale)
+        ]
 
     def simple_test(self, feats, img_metas, rescale=False):
         """Detections of a batch without test-time augmentation.
