@@ -224,15 +224,16 @@ class PETRHead(BaseModule):
             levels,
             self.kpt_branches,
             self_attn_mask=self.hybrid.self_attn_mask(num_queries, device))
+        hm_memory = self.transformer.heatmap_memory(
+            memory, levels) if self.training else None
         outputs = dict(states=states, poses=poses, enc_cls=enc_cls,
                        enc_poses=enc_poses, memory=memory, levels=levels)
         outputs['cls_scores'] = torch.stack([
             branch(states)
             for branch, states in zip(self.cls_branches, outputs['states'])
         ])
-        outputs['hm_logits'] = self.fc_hm(
-            self.transformer.heatmap_memory(memory, levels)).permute(
-                0, 3, 1, 2) if self.training else None
+        outputs['hm_logits'] = None if hm_memory is None else self.fc_hm(
+            hm_memory).permute(0, 3, 1, 2)
         outputs['hm_padding'] = masks[0]
         return outputs
 

@@ -132,9 +132,9 @@ class PETRPoseDecoder(StrictLayerSequence, TransformerLayerSequence):
             attached=True,
             self_attn_mask=self_attn_mask,
             with_cp=self.with_cp,
+            batch_first=True,
             **kwargs)
-        return torch.stack([output.permute(1, 0, 2)
-                            for output in outputs]), torch.stack(poses)
+        return torch.stack(outputs), torch.stack(poses)
 
 
 @TRANSFORMER.register_module()

@@ -86,6 +86,7 @@ def run_refining_layers(layers,
                         attached=False,
                         self_attn_mask=None,
                         with_cp=False,
+                        batch_first=False,
                         **layer_kwargs):
     """Decoder layers with iterative refinement of each query's reference.
 
@@ -109,12 +110,13 @@ def run_refining_layers(layers,
             self-attention (see :func:`self_attention_masks`).
         with_cp (bool): Checkpoint each layer in training (see
             :func:`.run_layer`).
+        batch_first (bool): Collect the layer outputs as [bs, nq, c].
         **layer_kwargs: Passed to every layer (``query_pos``, ``value``,
             ``key_padding_mask``, ``spatial_shapes``, ...).
 
     Returns:
         tuple[list[Tensor], list[Tensor], Tensor]: Each layer's output
-        [nq, bs, c]; each layer's reference [bs, nq, D] (attached or not,
+        [nq, bs, c] ([bs, nq, c] if ``batch_first``); each layer's reference [bs, nq, D] (attached or not,
         see ``attached``; R and the input reference without branches); the
         reference after the last layer, detached [bs, nq, D].
     """
@@ -136,6 +138,8 @@ def run_refining_layers(layers,
             refined = refine_reference(branches[index](query.permute(1, 0, 2)),
                                        reference)
             reference = refined.detach()
-        outputs.append(query)
+        # Collected after the refinement, in this order: the order in which
+        # autograd sums gradients (and so their bits) follows it.
+        outputs.append(query.permute(1, 0, 2) if batch_first else query)
         references.append(refined if attached else reference)
     return outputs, references, reference
