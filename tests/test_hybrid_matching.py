@@ -47,17 +47,22 @@ def test_group_losses_scale_one2many_by_lambda():
         2, 4, k_one2many=3, lambda_one2many=0.5, num_layers=2)
     calls = []
 
-    def layer_group_loss(predictions, num_repeats):
-        (scores, ) = predictions
-        calls.append((scores.shape[1], num_repeats))
-        # Layer 0 -> 2, layer 1 -> 1 for the one-to-one group; x4 for the
-        # one-to-many group (its scores are 4x larger below).
-        return dict(loss_cls=scores.sum() / scores.numel()), 3, None
+    class Criterion:
+
+        def match(self, scores, targets, img_metas, num_repeats):
+            calls.append((scores.shape[1], num_repeats))
+            return 'matches'
+
+        def layer_losses(self, scores, targets, img_metas, matches):
+            assert matches == 'matches'
+            # Layer 0 -> 2, layer 1 -> 1 for the one-to-one group; x4 for
+            # the one-to-many group (its scores are 4x larger below).
+            return dict(loss_cls=scores.sum() / scores.numel()), 3, None
 
     scores = torch.ones(2, 1, 6)
     scores[0] *= 2
     scores[:, :, 2:] *= 4
-    losses, extras = groups.loss(layer_group_loss, scores)
+    losses, extras = groups.loss(Criterion(), (scores, ), None, None)
     assert calls == [(2, 1), (2, 1), (4, 3), (4, 3)]
     assert extras == [None, None]
     assert {k: v.item() for k, v in losses.items()} == {

@@ -98,8 +98,8 @@ class DETRCriterion(SetCriterion):
                                     outputs['enc_bbox_preds'], targets,
                                     img_metas))
         group_losses, _ = query_groups.loss(
-            self.group_loss(targets, img_metas), outputs['cls_scores'],
-            outputs['bbox_preds'])
+            self, (outputs['cls_scores'], outputs['bbox_preds']), targets,
+            img_metas, outputs.get('fixed_groups', ()))
         losses.update(group_losses)
         return losses
 

@@ -17,6 +17,8 @@ from mmdet.models.dense_heads import DeformableDETRHead
 from ..builder import HEADS
 from ..utils.arguments import (reject_unknown_arguments,
                                reject_unknown_cfg_keys, require_cfg_keys)
+from ..utils.fixed_target_groups import (add_fixed_groups,
+                                         build_group_makers)
 from ..utils.hybrid_matching import (build_query_groups,
                                       pop_hybrid_branch_keys)
 from ..utils.padding import masks_and_positions
@@ -43,6 +45,10 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             ``at_test`` groups.
         split_self_attn (bool): Decoder self-attention group by group
             (True) or masked over all queries (False); same outputs.
+        fixed_target_groups (list[dict] | None): Makers of query groups
+            that come with their targets, joined in training between query
+            selection and the decoder (e.g. ``opera.GroundTruthQueries``;
+            see :mod:`opera.models.utils.fixed_target_groups`).
         num_query_one2many, k_one2many, lambda_one2many: H-DETR's
             hybrid-branch shorthand, in place of ``query_groups`` (see
             ``opera.models.utils.build_query_groups``).
@@ -64,6 +70,7 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                  num_query=300,
                  query_groups=None,
                  split_self_attn=True,
+                 fixed_target_groups=None,
                  **kwargs):
         hybrid_branch_keys = pop_hybrid_branch_keys(kwargs)
         reject_unknown_arguments(type(self), kwargs)
@@ -96,6 +103,9 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         self.assigner = self.criterion.assigner
         if self.train_cfg:
             self.hybrid.check_assigner(self.assigner)
+        self.group_makers = build_group_makers(fixed_target_groups,
+                                               self.num_classes,
+                                               self.embed_dims)
 
     def set_epoch(self, epoch):
         """The training epoch for the query groups' schedules (see
@@ -113,19 +123,27 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             self.query_embedding = nn.Embedding(self.hybrid.num_query_total,
                                                 query_embed_dims)
 
-    def forward(self, mlvl_feats, img_metas):
+    def forward(self, mlvl_feats, img_metas, targets=None):
         """Run the transformer's stages (encode, pre_decoder,
         forward_decoder) and the per-layer class/box branches.
 
-        In training all query groups run; in eval mode only those kept at
-        test (each query takes the same proposal rank in both).
+        In training all query groups run, and the fixed-target groups of
+        the batch after them (made from ``targets``); in eval mode only the
+        groups kept at test (each query takes the same proposal rank in
+        both).
+
+        Args:
+            mlvl_feats (tuple[Tensor]): Neck levels, each [bs, c, h, w].
+            img_metas (list[dict]): Per image.
+            targets (dict | None): The batch's ground truth (training).
 
         Returns:
             dict: ``cls_scores`` [num_layers, bs, nq, num_classes] logits,
             ``bbox_preds`` [num_layers, bs, nq, 4] (cx, cy, w, h) in
             [0, 1], and the encoder's ``enc_cls`` [bs, sum(h*w),
             num_classes] logits and ``enc_bbox_preds`` [bs, sum(h*w), 4]
-            boxes (both None without two-stage).
+            boxes (both None without two-stage); ``fixed_groups``, the
+            fixed-target groups whose queries are the last of the nq.
         """
         masks, positions = masks_and_positions(
             mlvl_feats, img_metas, self.positional_encoding)
@@ -144,12 +162,18 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
             reg_branches=reg_branches,
             cls_branches=self.cls_branches if self.as_two_stage else None)
+        fixed_groups = []
+        if self.training and targets is not None:
+            queries, fixed_groups = add_fixed_groups(
+                queries, self.group_makers, self.transformer, memory, levels,
+                targets, img_metas)
         states, references = self.transformer.forward_decoder(
             queries,
             memory,
             levels,
             reg_branches=reg_branches,
-            self_attn_mask=self.hybrid.self_attn_mask(num_queries, device))
+            self_attn_mask=self.hybrid.self_attn_mask(num_queries, device,
+                                                      fixed_groups))
         init_reference = queries.reference
 
         all_cls_scores, all_bbox_preds = [], []
@@ -167,7 +191,8 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             cls_scores=all_cls_scores,
             bbox_preds=all_bbox_preds,
             enc_cls=enc_cls,
-            enc_bbox_preds=enc_coord)
+            enc_bbox_preds=enc_coord,
+            fixed_groups=fixed_groups)
 
     def forward_train(self,
                       x,
@@ -191,7 +216,7 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             raise NotImplementedError(
                 f'{type(self).__name__} does not use gt_bboxes_ignore')
         targets = dict(gt_bboxes=gt_bboxes, gt_labels=gt_labels)
-        return self.loss(self(x, img_metas), targets, img_metas)
+        return self.loss(self(x, img_metas, targets), targets, img_metas)
 
     @force_fp32(apply_to=('outputs', ))
     def loss(self, outputs, targets, img_metas):

@@ -123,8 +123,8 @@ class PETRCriterion(SetCriterion):
             :meth:`placeholder_positives`).
         """
         losses, last_positives = query_groups.loss(
-            self.group_loss(targets, img_metas), outputs['cls_scores'],
-            outputs['poses'])
+            self, (outputs['cls_scores'], outputs['poses']), targets,
+            img_metas, outputs.get('fixed_groups', ()))
         positives = {
             name: torch.cat([group[name] for group in last_positives])
             for name in last_positives[0]

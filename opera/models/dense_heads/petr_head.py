@@ -20,6 +20,8 @@ from opera.core.keypoint import bbox_kpt2result, get_keypoint_layout
 from ..builder import HEADS, build_model
 from ..utils.arguments import reject_unknown_cfg_keys, require_cfg_keys
 from ..utils.builder import TRANSFORMER
+from ..utils.fixed_target_groups import (add_fixed_groups,
+                                         build_group_makers)
 from ..utils.hybrid_matching import build_query_groups
 from ..utils.padding import masks_and_positions
 from .keypoint_layout_cfg import (criterion_cfg_with_layout,
@@ -93,6 +95,9 @@ class PETRHead(BaseModule):
             given to the criterion.
         test_cfg (dict): ``max_per_img``: persons kept per image.
         init_cfg (dict | None): Unused; see :meth:`init_weights`.
+        fixed_target_groups (list[dict] | None): Makers of query groups
+            that come with their targets (see
+            ``opera.HybridDeformableDETRHead``).
         **hybrid_branch_keys: ``num_query_one2many``, ``k_one2many``,
             ``lambda_one2many``: H-DETR's hybrid-branch shorthand in place
             of ``query_groups`` (see
@@ -119,6 +124,7 @@ class PETRHead(BaseModule):
                  train_cfg=None,
                  test_cfg=dict(max_per_img=100),
                  init_cfg=None,
+                 fixed_target_groups=None,
                  **hybrid_branch_keys):
         super().__init__(init_cfg)
         require_cfg_keys(
@@ -160,6 +166,8 @@ class PETRHead(BaseModule):
         self.embed_dims = self.transformer.embed_dims
         self.hybrid.bind_decoder(self.transformer.decoder)
         self._init_layers(num_kpt_fcs, kpt_hidden_dims)
+        self.group_makers = build_group_makers(fixed_target_groups,
+                                               num_classes, self.embed_dims)
 
     def _init_layers(self, num_kpt_fcs, kpt_hidden_dims):
         """Class/pose branches (one per decoder layer + the proposals),
@@ -192,18 +200,25 @@ class PETRHead(BaseModule):
         normal_init(
             self.fc_hm, std=0.01, bias=bias_init_with_prob(self.hm_prior_prob))
 
-    def forward(self, mlvl_feats, img_metas):
+    def forward(self, mlvl_feats, img_metas, targets=None):
         """Poses and scores of every decoder layer.
 
-        In training all query groups run and the heatmap branch too; in eval
-        mode only the one-to-one group.
+        In training all query groups run, the batch's fixed-target groups
+        after them (made from ``targets``), and the heatmap branch too; in
+        eval mode only the one-to-one group.
+
+        Args:
+            mlvl_feats (tuple[Tensor]): Neck levels, each [bs, c, h, w].
+            img_metas (list[dict]): Per image.
+            targets (dict | None): The batch's ground truth (training).
 
         Returns:
             dict: ``cls_scores`` [num_layers, bs, nq, C], ``poses``
             [num_layers, bs, nq, 2K] in [0, 1] of the image, ``enc_cls``
             [bs, S, C], ``enc_poses`` [bs, S, 2K], ``hm_logits``
             [bs, K, h, w] and ``hm_padding`` [bs, h, w] (None in eval),
-            and ``memory``/``levels`` for the refine decoder.
+            ``memory``/``levels`` for the refine decoder, and
+            ``fixed_groups``, whose queries are the last of the nq.
         """
         masks, positions = masks_and_positions(
             mlvl_feats, img_metas, self.positional_encoding)
@@ -218,16 +233,23 @@ class PETRHead(BaseModule):
             proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
             kpt_branches=self.kpt_branches,
             cls_branches=self.cls_branches)
+        fixed_groups = []
+        if self.training and targets is not None:
+            queries, fixed_groups = add_fixed_groups(
+                queries, self.group_makers, self.transformer, memory, levels,
+                targets, img_metas)
         states, poses = self.transformer.forward_decoder(
             queries,
             memory,
             levels,
             self.kpt_branches,
-            self_attn_mask=self.hybrid.self_attn_mask(num_queries, device))
+            self_attn_mask=self.hybrid.self_attn_mask(num_queries, device,
+                                                      fixed_groups))
         hm_memory = self.transformer.heatmap_memory(
             memory, levels) if self.training else None
         outputs = dict(states=states, poses=poses, enc_cls=enc_cls,
-                       enc_poses=enc_poses, memory=memory, levels=levels)
+                       enc_poses=enc_poses, memory=memory, levels=levels,
+                       fixed_groups=fixed_groups)
         outputs['cls_scores'] = torch.stack([
             branch(states)
             for branch, states in zip(self.cls_branches, outputs['states'])
@@ -285,7 +307,7 @@ class PETRHead(BaseModule):
             gt_labels=gt_labels,
             gt_keypoints=gt_keypoints,
             gt_areas=gt_areas)
-        return self.loss(self(x, img_metas), targets, img_metas)
+        return self.loss(self(x, img_metas, targets), targets, img_metas)
 
     @force_fp32(apply_to=('outputs', ))
     def loss(self, outputs, targets, img_metas):

@@ -97,18 +97,6 @@ class SetCriterion(nn.Module):
             matches.append(matched_pairs(assign_result, gt_labels.size(0)))
         return matches
 
-    def group_loss(self, targets, img_metas):
-        """The ``layer_group_loss`` of ``HybridQueryGroups.loss``: match one
-        group at one layer, then score it."""
-
-        def layer_group_loss(predictions, num_repeats):
-            matches = self.match(*predictions, targets, img_metas,
-                                 num_repeats)
-            return self.layer_losses(*predictions, targets, img_metas,
-                                     matches)
-
-        return layer_group_loss
-
     def encoder_losses(self, enc_cls, enc_preds, targets, img_metas):
         """Losses of the encoder proposals (enc_cls [bs, S, C], enc_preds
         [bs, S, D]): matched once (K = 1) to the objects as one class,

@@ -1,5 +1,7 @@
 from .builder import ATTENTION, TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
+from .decoder_queries import DecoderQueries
 from .deformable_attention import MultiScaleDeformableAttention
+from .fixed_target_groups import FixedTargetGroup, GroundTruthQueries
 from .group_attention import MultiheadAttention, QueryGroupMask
 from .hybrid_matching import (HybridQueryGroups, QueryGroup,
                               build_query_groups)
@@ -15,7 +17,9 @@ from .transformer import (DeformableDetrTransformer,
 __all__ = [
     'ATTENTION', 'TRANSFORMER', 'TRANSFORMER_LAYER_SEQUENCE',
     'MultiScaleDeformableAttention', 'MultiheadAttention', 'QueryGroupMask',
-    'HybridQueryGroups', 'QueryGroup', 'build_query_groups', 'run_layer', 'DeformableDetrTransformer',
+    'HybridQueryGroups', 'QueryGroup', 'build_query_groups', 'run_layer',
+    'DecoderQueries', 'FixedTargetGroup', 'GroundTruthQueries',
+    'DeformableDetrTransformer',
     'DeformableDetrTransformerDecoder', 'DetrTransformerEncoder',
     'refine_reference', 'PoseDeformableAttention', 'pose_sampling_locations',
     'PETRPoseDecoder', 'PETRTransformer', 'PerImageQueries'

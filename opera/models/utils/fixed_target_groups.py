@@ -131,11 +131,14 @@ class GroundTruthQueries(nn.Module):
         self.loss_weight = loss_weight
         self.sees_matching = sees_matching
 
-    def forward(self, transformer, targets, img_metas):
+    def forward(self, transformer, memory, levels, targets, img_metas):
         """The group of a batch, or None when no image has an object.
 
         Args:
-            transformer: Has ``queries_from_boxes(boxes, content)``.
+            transformer: Has ``queries_from_boxes(boxes, content)`` (the
+                Deformable-DETR transformer).
+            memory, levels: The encoder's output (unused: the queries come
+                from the ground truth alone).
             targets (dict): ``gt_bboxes`` (per image [G, 4] x1y1x2y2
                 pixels) and ``gt_labels`` (per image [G]).
             img_metas (list[dict]): Need ``img_shape``.
@@ -165,3 +168,56 @@ class GroundTruthQueries(nn.Module):
             self.name,
             loss_weight=self.loss_weight,
             sees_matching=self.sees_matching)
+
+
+def build_group_makers(cfgs, num_classes, embed_dims):
+    """The modules that make a head's fixed-target groups, from configs.
+
+    Args:
+        cfgs (list[dict] | None): One config per group kind (e.g.
+            ``dict(type='opera.GroundTruthQueries')``); ``num_classes`` and
+            ``embed_dims`` are the head's and filled in here.
+        num_classes (int): The head's classes.
+        embed_dims (int): The transformer's width.
+
+    Returns:
+        nn.ModuleList: Empty without configs (no state_dict entries).
+    """
+    makers = nn.ModuleList()
+    for cfg in cfgs or ():
+        for key in ('num_classes', 'embed_dims'):
+            if key in cfg:
+                raise ValueError(
+                    f'{cfg["type"]}: {key} is set by the head; remove it '
+                    f'from model.bbox_head.fixed_target_groups')
+        makers.append(
+            MODELS.build(
+                dict(cfg, num_classes=num_classes, embed_dims=embed_dims)))
+    return makers
+
+
+def add_fixed_groups(queries, makers, transformer, memory, levels, targets,
+                     img_metas):
+    """The batch's fixed-target groups, their queries after ``queries``.
+
+    Args:
+        queries (DecoderQueries): The matching queries (``pre_decoder``).
+        makers (nn.ModuleList): See :func:`build_group_makers`; each is
+            called as ``maker(transformer, memory, levels, targets,
+            img_metas)`` and returns a :class:`FixedTargetGroup` or None
+            (nothing to add, e.g. a batch without objects).
+        transformer, memory, levels: The transformer and its ``encode``
+            output.
+        targets (dict): The batch's ground truth.
+        img_metas (list[dict]): Per image.
+
+    Returns:
+        tuple[DecoderQueries, list[FixedTargetGroup]]: All queries for
+        ``forward_decoder``, and the groups in query order.
+    """
+    groups = [
+        maker(transformer, memory, levels, targets, img_metas)
+        for maker in makers
+    ]
+    groups = [group for group in groups if group is not None]
+    return queries.cat(*(group.queries for group in groups)), groups
