@@ -73,8 +73,10 @@ def test_palette_gives_distinct_cycling_colours():
 
 
 def test_skeletons_come_from_the_dataset_definitions():
-    assert skeleton_of(17) == CocoPoseDataset.SKELETON
-    assert skeleton_of(14) == CrowdPoseDataset.SKELETON
+    coco, crowd = (CocoPoseDataset.KEYPOINT_LAYOUT,
+                   CrowdPoseDataset.KEYPOINT_LAYOUT)
+    assert skeleton_of(17) == [list(pair) for pair in coco.skeleton]
+    assert skeleton_of(14) == [list(pair) for pair in crowd.skeleton]
     assert max(max(pair) for pair in skeleton_of(14)) == 13
     with pytest.warns(UserWarning, match='no skeleton is known for 5'):
         assert skeleton_of(5) == []
