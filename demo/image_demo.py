@@ -119,6 +119,9 @@ def draw(model, image, args, out_file=None, wait_time=0):
         np.ndarray: The drawn [H, W, 3] image.
     """
     bboxes, labels, keypoints = split_result(inference_detector(model, image))
+    # A pose model draws the limbs of its own keypoint layout.
+    layout = getattr(getattr(model, 'bbox_head', None), 'keypoint_layout',
+                     None)
     return imshow_det_keypoints(
         image,
         bboxes,
@@ -127,6 +130,7 @@ def draw(model, image, args, out_file=None, wait_time=0):
         class_names=model.CLASSES,
         score_thr=args.score_thr,
         kpt_score_thr=args.kpt_score_thr,
+        skeleton=None if layout is None else layout.skeleton,
         show=args.show,
         wait_time=wait_time,
         out_file=out_file)

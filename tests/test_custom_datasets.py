@@ -1,6 +1,7 @@
 """Your own keypoints and your own classes by config alone
 (docs/custom_datasets.md), and OCHuman's COCO-format files."""
 import contextlib
+import importlib.util
 import io
 import json
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from mmcv.parallel import MMDataParallel
-from mmdet.datasets import build_dataloader, build_dataset
+from mmdet.datasets import (ConcatDataset, RepeatDataset, build_dataloader,
+                            build_dataset)
 from pycocotools import mask as mask_utils
 
 from conftest import (REPO_ROOT, shared_data, subset_annotations,
@@ -16,6 +18,7 @@ from conftest import (REPO_ROOT, shared_data, subset_annotations,
 
 import opera  # noqa: F401
 from opera.apis import single_gpu_test
+from opera.core.keypoint import COCO
 from opera.models import build_detector
 from opera.utils import load_config
 
@@ -80,7 +83,7 @@ def five(tmp_path_factory):
 def test_own_layout_reaches_the_dataset_and_the_model(five):
     dataset = build_dataset(five['cfg'].data.test, dict(test_mode=True))
     assert dataset.num_keypoints == 5
-    assert dataset.KEYPOINT_NAMES == tuple(NAMES)
+    assert dataset.keypoint_names == tuple(NAMES)
     np.testing.assert_array_equal(dataset.sigmas, SIGMAS)
     assert dataset.flip_pairs == [[1, 2], [3, 4]]
     info = dataset.get_ann_info(0)
@@ -169,6 +172,103 @@ def test_keypoint_ap_uses_the_own_sigmas(five):
     shifted = ground_truth_results(
         dataset, data, lambda ann: 2 * SIGMAS * np.sqrt(ann['area']))
     assert keypoints_ap(dataset, shifted) == pytest.approx(0.3, abs=1e-6)
+
+
+# COCO's keypoints with every sigma doubled: a layout of its own.
+WIDE = dict(
+    COCO.to_dict(), name='coco_wide', sigmas=[2 * s for s in COCO.sigmas])
+
+
+@pytest.mark.parametrize('dataset_type', [
+    'opera.CocoPoseDataset', 'opera.CrowdPoseDataset', 'opera.OCHumanDataset'
+])
+def test_keypoint_facts_as_dataset_arguments_are_refused(dataset_type):
+    """Only a layout states sigmas, flip pairs, ...: an argument beside it
+    would be a second source the model is not checked against."""
+    for key in ('sigmas', 'flip_pairs', 'skeleton', 'keypoint_names'):
+        with pytest.raises(TypeError) as error:
+            build_dataset(
+                dict(type=dataset_type, ann_file='persons.json', pipeline=[],
+                     **{key: [0.05]}))
+        message = str(error.value)
+        assert f"(ann_file='persons.json') takes no {key}: " in message
+        assert "print(opera.core.keypoint.get_keypoint_layout('" in message
+        assert 'keypoint_layout= to the datasets and to model.bbox_head' in (
+            message)
+
+
+@pytest.fixture(scope='module')
+def coco_persons(tmp_path_factory):
+    """coco_mini's persons of PERSON_IMAGES, 17 COCO keypoints: the json
+    data and datasets of the plain and the wide layout."""
+    ann_file = str(tmp_path_factory.mktemp('persons') / 'persons.json')
+    subset_annotations(
+        shared_data('coco_mini') + '/annotations/person_keypoints_train2017'
+        '.json', set(PERSON_IMAGES), ann_file)
+    with open(ann_file) as f:
+        data = json.load(f)
+    datasets = {
+        name: build_dataset(
+            dict(type='opera.CocoPoseDataset', keypoint_layout=layout,
+                 ann_file=ann_file, pipeline=[],
+                 img_prefix=shared_data('coco_mini') + '/train2017/'),
+            dict(test_mode=True))
+        for name, layout in (('coco', 'coco'), ('wide', WIDE))
+    }
+    return dict(data=data, **datasets)
+
+
+def test_keypoint_ap_uses_the_sigmas_of_the_dataset_layout(coco_persons):
+    data, plain, wide = (coco_persons[k] for k in ('data', 'coco', 'wide'))
+    np.testing.assert_array_equal(wide.sigmas, 2 * plain.sigmas)
+    # Every labelled keypoint moved by 2 sigma_wide sqrt(area): with the
+    # wide sigmas e = 1/2, OKS = exp(-1/2) = 0.607 (a match at the OKS
+    # thresholds 0.50, 0.55, 0.60 of ten -> AP 0.3); with COCO's half as
+    # large sigmas e = 2, OKS = exp(-2) = 0.135 (no match -> AP 0).
+    shifted = ground_truth_results(
+        wide, data, lambda ann: 2 * wide.sigmas * np.sqrt(ann['area']))
+    assert keypoints_ap(wide, shifted) == pytest.approx(0.3, abs=1e-6)
+    assert keypoints_ap(plain, shifted) == 0.0
+    assert keypoints_ap(wide, ground_truth_results(wide, data)) == 1.0
+
+
+def test_training_check_compares_the_dataset_layout(coco_persons):
+    from opera.apis.train import check_keypoint_layout
+    cfg = load_config(f'{REPO_ROOT}/tests/configs/tiny_petr.py')
+    plain_model = build_detector(cfg.model)
+    with pytest.raises(ValueError, match="layout 'coco_wide' .*"
+                       "keypoint_layout 'coco' .*differ in sigmas"):
+        check_keypoint_layout(plain_model, coco_persons['wide'], 'training')
+    check_keypoint_layout(plain_model, coco_persons['coco'], 'training')
+    # Inside wrappers too (the CrowdPose config trains on a concatenation).
+    wrapped = RepeatDataset(
+        ConcatDataset([coco_persons['coco'], coco_persons['wide']]), 2)
+    with pytest.raises(ValueError, match="layout 'coco_wide'"):
+        check_keypoint_layout(plain_model, wrapped, 'training')
+    cfg.model.bbox_head.keypoint_layout = WIDE
+    wide_model = build_detector(cfg.model)
+    # Sigmas are no parameters: a 'coco' checkpoint loads into this model.
+    assert ({k: v.shape for k, v in wide_model.state_dict().items()} ==
+            {k: v.shape for k, v in plain_model.state_dict().items()})
+    assert wide_model.bbox_head.criterion.loss_oks.sigmas == tuple(
+        WIDE['sigmas'])
+    check_keypoint_layout(wide_model, coco_persons['wide'], 'training')
+    with pytest.raises(ValueError, match="layout 'coco' .*keypoint_layout "
+                       "'coco_wide' .*differ in sigmas"):
+        check_keypoint_layout(wide_model, coco_persons['coco'], 'validation')
+
+
+def test_test_py_refuses_a_model_of_another_layout(coco_persons):
+    """tools/test.py checks the layouts as training does, before it reads
+    the checkpoint (here a missing file, never reached)."""
+    spec = importlib.util.spec_from_file_location(
+        'test_py', f'{REPO_ROOT}/tools/test.py')
+    test_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_py)
+    cfg = load_config(f'{REPO_ROOT}/tests/configs/tiny_petr.py')
+    with pytest.raises(ValueError, match=r"the test dataset \(.*persons"
+                       r"\.json\) has keypoint layout 'coco_wide'"):
+        test_py.load_model(cfg, 'missing.pth', coco_persons['wide'])
 
 
 def test_three_coco_classes_train_and_evaluate(tmp_path):

@@ -70,9 +70,10 @@ def test_coco_sigmas_are_written_in_one_file_of_opera():
 
 
 def test_datasets_losses_costs_and_skeletons_read_the_layouts():
-    assert CocoPoseDataset.SIGMAS == list(COCO.sigmas)
-    assert CocoPoseDataset.FLIP_PAIRS == [list(p) for p in COCO.flip_pairs]
-    assert CrowdPoseDataset.SKELETON == [list(p) for p in CROWDPOSE.skeleton]
+    # The datasets keep no copies: their sigmas, flip pairs and skeleton
+    # are read from KEYPOINT_LAYOUT (or the layout given to them).
+    assert CocoPoseDataset.KEYPOINT_LAYOUT is COCO
+    assert CrowdPoseDataset.KEYPOINT_LAYOUT is CROWDPOSE
     assert skeleton_of(14) == [list(p) for p in CROWDPOSE.skeleton]
     by_layout = LOSSES.build(
         dict(type='opera.OKSLoss', num_keypoints=14,
@@ -118,6 +119,22 @@ def test_registered_layout_is_found_by_name_and_k(private_registry):
     register_keypoint_layout(THREE)  # the same again is fine
     with pytest.raises(KeyError, match="different keypoint layout 'three'"):
         register_keypoint_layout(dict(THREE, sigmas=[0.3, 0.2, 0.2]))
+
+
+def test_a_layout_may_not_take_a_registered_name_with_other_facts():
+    """Two layouts named 'coco' could pass for one in messages while their
+    sigmas differ; a layout equal to the registered one is that one."""
+    with pytest.raises(ValueError,
+                       match="layout 'coco' differs from the registered "
+                       "layout 'coco' in sigmas, skeleton: give"):
+        get_keypoint_layout(
+            dict(COCO.to_dict(), sigmas=[0.05] * 17, skeleton=[[0, 1]]))
+    with pytest.raises(ValueError, match='in flip_pairs: give'):
+        get_keypoint_layout(
+            KeypointLayout(**dict(CROWDPOSE.to_dict(), flip_pairs=[])))
+    assert get_keypoint_layout(COCO.to_dict()) == COCO
+    assert get_keypoint_layout(dict(COCO.to_dict(), name='coco2')).sigmas == (
+        COCO.sigmas)
 
 
 def petr_config(name):

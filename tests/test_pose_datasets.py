@@ -9,6 +9,7 @@ from mmdet.datasets import build_dataset
 from conftest import shared_data
 
 import opera  # noqa: F401  (registers modules)
+from opera.core.keypoint import COCO
 from opera.datasets import CocoPoseDataset, CrowdPoseDataset
 
 
@@ -99,7 +100,7 @@ def test_pose_attributes_and_pre_pipeline():
     assert dataset.num_keypoints == 17
     assert len(dataset.sigmas) == 17 and dataset.sigmas[0] == 0.026
     assert dataset.flip_pairs[0] == [1, 2] and len(dataset.flip_pairs) == 8
-    names = dataset.KEYPOINT_NAMES
+    names = dataset.keypoint_names
     for left, right in dataset.flip_pairs:
         assert names[left].replace('left', 'right') == names[right]
     results = {}
@@ -110,7 +111,8 @@ def test_pose_attributes_and_pre_pipeline():
 
 def test_bad_flip_pairs_are_rejected():
     with pytest.raises(ValueError, match='out of range'):
-        build_coco_mini(flip_pairs=[[1, 17]])
+        build_coco_mini(keypoint_layout=dict(
+            COCO.to_dict(), name='coco_bad', flip_pairs=[[1, 17]]))
 
 
 def test_crowdpose_tiny_loads_14_keypoints():

@@ -25,7 +25,8 @@ from opera.datasets.pipelines import (RandomAffine, RandomCrop, RandomFlip,
                                       Resize)
 
 K = 17
-NAMES = CocoPoseDataset.KEYPOINT_NAMES
+NAMES = CocoPoseDataset.KEYPOINT_LAYOUT.keypoint_names
+FLIP_PAIRS = [list(p) for p in CocoPoseDataset.KEYPOINT_LAYOUT.flip_pairs]
 
 
 def make_results(img, keypoints, bboxes, areas=None):
@@ -42,7 +43,7 @@ def make_results(img, keypoints, bboxes, areas=None):
         bbox_fields=['gt_bboxes'],
         keypoint_fields=['gt_keypoints'],
         area_fields=['gt_areas'],
-        flip_pairs=CocoPoseDataset.FLIP_PAIRS,
+        flip_pairs=FLIP_PAIRS,
         gt_bboxes=np.asarray(bboxes, dtype=np.float32).reshape(n, 4),
         gt_labels=np.zeros(n, dtype=np.int64),
         gt_keypoints=keypoints,
@@ -122,10 +123,29 @@ def test_flip_swaps_left_and_right_and_mirrors_x():
     np.testing.assert_allclose(out['gt_bboxes'], [[44, 4, 52, 10]])
 
 
+def test_flip_refuses_pairs_other_than_the_datasets():
+    """Pairs given to RandomFlip may restate the dataset's (its layout's),
+    not contradict them: COCO swaps eyes 1 <-> 2, these pairs do not."""
+    img = np.zeros((40, 60, 3), dtype=np.float32)
+    keypoints = [person({1: (10.0, 5.0), 2: (14.0, 6.0)})]
+    results = make_results(img, keypoints, [[8, 4, 16, 10]])
+    with pytest.raises(ValueError, match=r"flip_pairs=\[\[3, 4\]\]\) differs "
+                       r"from the dataset's flip pairs \[\[1, 2\], "):
+        RandomFlip(flip_ratio=1.0, flip_pairs=[[3, 4]])(dict(results))
+    same = RandomFlip(flip_ratio=1.0, flip_pairs=FLIP_PAIRS)(dict(results))
+    np.testing.assert_allclose(same['gt_keypoints'][0, 1:3],
+                               [[46, 6, 2], [50, 5, 2]])
+    # Without a dataset the transform's own pairs are used.
+    results.pop('flip_pairs')
+    own = RandomFlip(flip_ratio=1.0, flip_pairs=[[3, 4]])(results)
+    np.testing.assert_allclose(own['gt_keypoints'][0, 1:3],
+                               [[50, 5, 2], [46, 6, 2]])
+
+
 def test_flip_directions_swap_only_for_mirrors():
     keypoints = person({1: (10, 5), 2: (14, 6)})[None]
     img_shape = (40, 60, 3)
-    pairs = CocoPoseDataset.FLIP_PAIRS
+    pairs = FLIP_PAIRS
     vertical = flip_keypoints(keypoints, img_shape, pairs, 'vertical')
     np.testing.assert_allclose(vertical[0, 1:3], [[14, 34, 2], [10, 35, 2]])
     diagonal = flip_keypoints(keypoints, img_shape, pairs, 'diagonal')

@@ -17,6 +17,7 @@ from mmdet.datasets import build_dataloader, build_dataset
 from conftest import run_in_repo
 from drawing_helpers import far_from, inside, subset_annotations
 from opera.apis import init_model, single_gpu_test
+from opera.core.keypoint import COCO, get_keypoint_layout
 from opera.core.visualization import (imshow_det_keypoints, palette,
                                       skeleton_of, split_result)
 from opera.datasets import CocoPoseDataset, CrowdPoseDataset
@@ -73,8 +74,10 @@ def test_palette_gives_distinct_cycling_colours():
 
 
 def test_skeletons_come_from_the_dataset_definitions():
-    assert skeleton_of(17) == CocoPoseDataset.SKELETON
-    assert skeleton_of(14) == CrowdPoseDataset.SKELETON
+    coco, crowd = (CocoPoseDataset.KEYPOINT_LAYOUT,
+                   CrowdPoseDataset.KEYPOINT_LAYOUT)
+    assert skeleton_of(17) == [list(pair) for pair in coco.skeleton]
+    assert skeleton_of(14) == [list(pair) for pair in crowd.skeleton]
     assert max(max(pair) for pair in skeleton_of(14)) == 13
     with pytest.warns(UserWarning, match='no skeleton is known for 5'):
         assert skeleton_of(5) == []
@@ -162,7 +165,9 @@ def test_petr_show_result_draws_pose_results(tmp_path):
     out_file = tmp_path / 'petr.png'
     # As mmdet's test loop calls it, with the dataset palette.
     out = PETR.show_result(
-        types.SimpleNamespace(CLASSES=('person', )),
+        types.SimpleNamespace(
+            CLASSES=('person', ),
+            bbox_head=types.SimpleNamespace(keypoint_layout=COCO)),
         img,
         result,
         score_thr=0.3,
@@ -175,6 +180,32 @@ def test_petr_show_result_draws_pose_results(tmp_path):
     assert (out == expected).all()
     assert (out[60, 80] == palette(1)[0]).all()
     assert (mmcv.imread(str(out_file)) == out).all()
+
+
+def test_petr_show_result_draws_the_limbs_of_its_layout():
+    """A 17-keypoint layout other than COCO's: its own limbs are drawn, not
+    those of the registered layout of K = 17."""
+    arms = get_keypoint_layout(
+        dict(COCO.to_dict(), name='coco_arms', skeleton=[[5, 7]]))
+    shown = person((40, 40, 150, 110), {5: (60, 60), 7: (100, 60),
+                                        6: (60, 100)}, 0.9)
+    result = ([shown[0][None]], [shown[1][None]])
+    img = np.zeros((H, W, 3), np.uint8)
+    model = types.SimpleNamespace(
+        CLASSES=('person', ),
+        bbox_head=types.SimpleNamespace(keypoint_layout=arms))
+    out = PETR.show_result(model, img, result, score_thr=0.3)
+    expected = imshow_det_keypoints(
+        img, *split_result(result), class_names=['person'], score_thr=0.3,
+        skeleton=[[5, 7]])
+    assert (out == expected).all()
+    assert (out[60, 80] == palette(1)[0]).all()  # limb 5-7
+    # COCO joins the left shoulder (5) to the right one (6), this layout
+    # does not: the middle of that limb stays black.
+    coco_limbs = imshow_det_keypoints(
+        img, *split_result(result), class_names=['person'], score_thr=0.3)
+    assert (coco_limbs[80, 60] == palette(1)[0]).all()
+    assert (out[80, 60] == 0).all()
 
 
 @pytest.fixture(scope='module')

@@ -28,6 +28,7 @@ from mmdet.utils import setup_multi_processes
 import opera  # noqa: F401  (fills the registries)
 from mmcv_custom import load_checkpoint_checked
 from opera.apis import multi_gpu_test, single_gpu_test, wrap_model
+from opera.apis.train import check_keypoint_layout
 from opera.models import build_detector
 from opera.utils import check_data_paths, init_dist, load_config
 
@@ -143,10 +144,12 @@ def load_model(cfg, checkpoint_path, dataset, strict=True):
     """Build the detector and load its weights and class names.
 
     A parameter of another shape always stops; missing or unexpected keys
-    stop too unless ``strict`` is False (``--non-strict``).
+    stop too unless ``strict`` is False (``--non-strict``); so does a pose
+    model whose keypoint layout is not the test dataset's.
     """
     cfg.model.train_cfg = None
     model = build_detector(cfg.model)
+    check_keypoint_layout(model, dataset, 'test')
     if cfg.get('fp16') is not None:
         wrap_fp16_model(model)
     checkpoint = load_checkpoint_checked(

@@ -17,6 +17,7 @@ from mmdet.utils import compat_cfg, find_latest_checkpoint
 from mmcv_custom.checkpoint import load_checkpoint_checked
 from mmcv_custom.parallel import DeviceAgnosticDDP
 from opera.core.evaluation import DistEvalHook, EvalHook
+from opera.datasets import inner_datasets
 from opera.datasets.data_checks import examples
 from opera.utils import get_device, get_root_logger
 from opera.utils.dist import seed_sync_on_backend_device
@@ -148,19 +149,26 @@ def check_keypoint_layout(model, dataset, purpose):
 
     Args:
         model (nn.Module): The detector, possibly wrapped.
-        dataset (Dataset): Pose datasets have ``keypoint_layout``.
+        dataset (Dataset): Pose datasets have ``keypoint_layout``; each
+            dataset inside a wrapper (``ConcatDataset``, ...) is checked.
         purpose (str): 'training' or 'validation', for the message.
 
     Raises:
         ValueError: Naming both layouts and what differs.
     """
-    ours = getattr(dataset, 'keypoint_layout', None)
     if is_module_wrapper(model):
         model = model.module
     theirs = getattr(getattr(model, 'bbox_head', None), 'keypoint_layout',
                      None)
-    if ours is None or theirs is None:
-        return
+    for inner in inner_datasets(dataset):  # those in Concat-, RepeatDataset
+        ours = getattr(inner, 'keypoint_layout', None)
+        if ours is not None and theirs is not None:
+            _check_one_keypoint_layout(ours, theirs, inner, purpose)
+
+
+def _check_one_keypoint_layout(ours, theirs, dataset, purpose):
+    """Raise if ``dataset``'s layout ``ours`` differs from the model's
+    ``theirs`` in K, sigmas or flip pairs."""
     differ = [
         field for field in ('num_keypoints', 'sigmas', 'flip_pairs')
         if getattr(ours, field) != getattr(theirs, field)

@@ -44,27 +44,31 @@ class CocoPoseDataset(CocoDataset):
     are checked as in :class:`opera.datasets.CocoDataset`; keypoint lists
     must hold 3K finite numbers.
 
+    Every keypoint fact of the dataset (K, names, OKS sigmas of the
+    keypoint AP, flip pairs for ``RandomFlip``, skeleton for drawing) is
+    read from one :class:`~opera.core.keypoint.KeypointLayout`, the one
+    compared with the model's before training and testing
+    (``opera.apis.train.check_keypoint_layout``). Arguments that would restate
+    one of them (``sigmas=``, ``flip_pairs=``, ...) are refused: define a
+    layout instead (``docs/custom_datasets.md``).
+
     Args:
         keypoint_layout (str | dict, optional): The keypoints: a registered
             layout name ('coco', 'crowdpose', ...) or a dict defining one
             (see :mod:`opera.core.keypoint.layouts`). Defaults to
-            ``KEYPOINT_LAYOUT``. Its names, sigmas, flip pairs and skeleton
-            are the defaults of the next three arguments.
-        flip_pairs (list[list[int]], optional): ``[left, right]`` keypoint
-            index pairs swapped by a mirror.
-        sigmas (list[float], optional): Per-keypoint OKS sigmas, length K.
-        skeleton (list[list[int]], optional): Keypoint index pairs joined
-            when drawing.
+            ``KEYPOINT_LAYOUT``.
         *args, **kwargs: Those of :class:`opera.datasets.CocoDataset`.
+
+    Raises:
+        TypeError: For any of ``LAYOUT_FIELDS`` given as an argument.
     """
 
     CLASSES = ('person', )
     # Names, sigmas, flip pairs and skeleton: opera/core/keypoint/layouts.py.
     KEYPOINT_LAYOUT = COCO
-    KEYPOINT_NAMES = KEYPOINT_LAYOUT.keypoint_names
-    FLIP_PAIRS = [list(pair) for pair in KEYPOINT_LAYOUT.flip_pairs]
-    SIGMAS = list(KEYPOINT_LAYOUT.sigmas)
-    SKELETON = [list(pair) for pair in KEYPOINT_LAYOUT.skeleton]
+    # Keypoint facts that only a layout states (refused as arguments).
+    LAYOUT_FIELDS = ('keypoint_names', 'num_keypoints', 'sigmas',
+                     'flip_pairs', 'skeleton')
     # xtcocotools evaluation: iou type, whether the OKS scale is the
     # annotated area (else 0.53 x box area), and the names of its stats.
     KEYPOINT_IOU_TYPE = 'keypoints'
@@ -77,35 +81,52 @@ class CocoPoseDataset(CocoDataset):
     # Skipping unlabelled persons is the PETR recipe, not a data problem.
     EXPECTED_SKIPS = (NO_KEYPOINTS, )
 
-    def __init__(self,
-                 *args,
-                 keypoint_layout=None,
-                 flip_pairs=None,
-                 sigmas=None,
-                 skeleton=None,
-                 **kwargs):
+    def __init__(self, *args, keypoint_layout=None, **kwargs):
         self.keypoint_layout = get_keypoint_layout(
             keypoint_layout or self.KEYPOINT_LAYOUT)
-        self.KEYPOINT_NAMES = self.keypoint_layout.keypoint_names
-        if flip_pairs is None:
-            flip_pairs = self.keypoint_layout.flip_pairs
-        if sigmas is None:
-            sigmas = self.keypoint_layout.sigmas
-        if skeleton is None:
-            skeleton = self.keypoint_layout.skeleton
-        self.flip_pairs = [list(pair) for pair in flip_pairs]
-        self.sigmas = np.array(sigmas, dtype=np.float64)
-        self.skeleton = [list(pair) for pair in skeleton]
-        for pair in self.flip_pairs + self.skeleton:
-            if max(pair) >= self.num_keypoints:
-                raise ValueError(f'keypoint pair {pair} is out of range for '
-                                 f'{self.num_keypoints} keypoints')
+        restated = [key for key in self.LAYOUT_FIELDS if key in kwargs]
+        if restated:
+            ann_file = kwargs.get('ann_file', args[0] if args else None)
+            raise TypeError(self._restated_message(restated, ann_file))
         super().__init__(*args, **kwargs)
+
+    def _restated_message(self, keys, ann_file):
+        """Why ``keys`` are refused and how to define a layout instead."""
+        name = self.keypoint_layout.name
+        return (f'{type(self).__name__} (ann_file={ann_file!r}) takes no '
+                f'{", ".join(keys)}: a pose dataset reads every keypoint '
+                f"fact from its keypoint_layout (here '{name}'), the one "
+                "the model's is checked against. Define a layout with your "
+                'values, a dict of name (a new one), keypoint_names, '
+                'sigmas, flip_pairs and skeleton (print(opera.core.keypoint.'
+                f"get_keypoint_layout('{name}').to_dict()) gives the "
+                'current ones), and give it as keypoint_layout= to the '
+                'datasets and to model.bbox_head (docs/custom_datasets.md)')
+
+    @property
+    def keypoint_names(self):
+        """tuple[str]: The K keypoint names, in annotation order."""
+        return self.keypoint_layout.keypoint_names
 
     @property
     def num_keypoints(self):
         """int: Keypoints per instance (K)."""
-        return len(self.sigmas)
+        return self.keypoint_layout.num_keypoints
+
+    @property
+    def sigmas(self):
+        """np.ndarray: [K] float64 OKS sigmas of the keypoint AP."""
+        return np.array(self.keypoint_layout.sigmas, dtype=np.float64)
+
+    @property
+    def flip_pairs(self):
+        """list[list[int]]: ``[left, right]`` pairs a mirror swaps."""
+        return [list(pair) for pair in self.keypoint_layout.flip_pairs]
+
+    @property
+    def skeleton(self):
+        """list[list[int]]: Keypoint index pairs joined when drawing."""
+        return [list(pair) for pair in self.keypoint_layout.skeleton]
 
     def pre_pipeline(self, results):
         """Add the keypoint/area field lists and the flip pairs."""

@@ -21,10 +21,6 @@ class CrowdPoseDataset(CocoPoseDataset):
     """
 
     KEYPOINT_LAYOUT = CROWDPOSE
-    KEYPOINT_NAMES = KEYPOINT_LAYOUT.keypoint_names
-    FLIP_PAIRS = [list(pair) for pair in KEYPOINT_LAYOUT.flip_pairs]
-    SIGMAS = list(KEYPOINT_LAYOUT.sigmas)
-    SKELETON = [list(pair) for pair in KEYPOINT_LAYOUT.skeleton]
     KEYPOINT_IOU_TYPE = 'keypoints_crowd'
     USE_AREA = False
     KEYPOINT_STATS = ('mAP', 'mAP_50', 'mAP_75', 'AR', 'AR_50', 'AR_75',

@@ -160,7 +160,8 @@ def draw_pair(dataset, index, result, score_thr, out_file):
         ann['labels'],
         ann.get('keypoints'),
         class_names=dataset.CLASSES,
-        kpt_score_thr=0)
+        kpt_score_thr=0,
+        skeleton=getattr(dataset, 'skeleton', None))
     bboxes, labels, keypoints = split_result(result)
     pred = imshow_det_keypoints(
         image,
@@ -168,7 +169,8 @@ def draw_pair(dataset, index, result, score_thr, out_file):
         labels,
         keypoints,
         class_names=dataset.CLASSES,
-        score_thr=score_thr)
+        score_thr=score_thr,
+        skeleton=getattr(dataset, 'skeleton', None))
     mmcv.imwrite(np.hstack([gt, pred]), out_file)
     return out_file
 

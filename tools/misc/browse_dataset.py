@@ -18,6 +18,7 @@ from mmdet.datasets import build_dataset
 
 import opera  # noqa: F401  (fills the registries)
 from opera.core.visualization import imshow_det_keypoints
+from opera.datasets import inner_datasets
 from opera.utils import load_config
 
 # Pipeline steps that turn images and annotations into normalised tensors:
@@ -73,12 +74,9 @@ def without_formatting(dataset_cfg):
 def skeleton_of_dataset(dataset):
     """The ``skeleton`` of a pose dataset, or of the first pose dataset in
     dataset wrappers; None for a detection dataset (or no skeleton)."""
-    if hasattr(dataset, 'skeleton'):
-        return dataset.skeleton
-    if hasattr(dataset, 'dataset'):
-        return skeleton_of_dataset(dataset.dataset)
-    if hasattr(dataset, 'datasets'):
-        return skeleton_of_dataset(dataset.datasets[0])
+    for inner in inner_datasets(dataset):
+        if hasattr(inner, 'skeleton'):
+            return inner.skeleton
     return None
 
 

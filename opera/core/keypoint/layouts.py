@@ -165,9 +165,14 @@ def get_keypoint_layout(layout):
 
     Returns:
         KeypointLayout: The layout (a dict is built, not registered).
+
+    Raises:
+        ValueError: For a dict or layout that differs from the registered
+            layout of its name: two layouts of one name would let a model
+            and a dataset look alike by name and disagree in sigmas.
     """
     if isinstance(layout, KeypointLayout):
-        return layout
+        return _not_a_namesake(layout)
     if isinstance(layout, str):
         if layout not in _LAYOUTS:
             raise KeyError(f"unknown keypoint layout '{layout}': registered "
@@ -179,9 +184,22 @@ def get_keypoint_layout(layout):
                    'skeleton'} - set(layout)
         if missing:
             raise KeyError(f'keypoint layout dict misses {sorted(missing)}')
-        return KeypointLayout(**layout)
+        return _not_a_namesake(KeypointLayout(**layout))
     raise TypeError('keypoint_layout must be a name, a dict or a '
                     f'KeypointLayout, got {type(layout).__name__}')
+
+
+def _not_a_namesake(layout):
+    """``layout``, unless a different layout of its name is registered."""
+    known = _LAYOUTS.get(layout.name)
+    if known is None or known == layout:
+        return layout
+    ours, theirs = layout.to_dict(), known.to_dict()
+    differ = [field for field in ours if ours[field] != theirs[field]]
+    raise ValueError(
+        f"keypoint layout '{layout.name}' differs from the registered "
+        f"layout '{layout.name}' in {', '.join(differ)}: give a layout of "
+        'other keypoint facts a name of its own')
 
 
 def layouts_with(num_keypoints):

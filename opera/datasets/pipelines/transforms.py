@@ -107,8 +107,9 @@ class RandomFlip(MMDetRandomFlip):
 
     Args:
         flip_pairs (list[list[int]], optional): ``[left, right]`` index
-            pairs. Defaults to ``results['flip_pairs']``, which the pose
-            datasets set.
+            pairs, for pipelines run without a pose dataset. Defaults to
+            ``results['flip_pairs']``, which the pose datasets set from
+            their keypoint layout; pairs given here must equal those.
         *args, **kwargs: Those of mmdet's ``RandomFlip``.
     """
 
@@ -131,18 +132,36 @@ class RandomFlip(MMDetRandomFlip):
         keypoint_keys = results.get('keypoint_fields', [])
         if not results['flip'] or not keypoint_keys:
             return results
-        flip_pairs = self.flip_pairs or results.get('flip_pairs')
-        if flip_pairs is None:
-            raise KeyError('flipping keypoints needs flip_pairs: pass them '
-                           "to RandomFlip or set results['flip_pairs']")
+        flip_pairs = self._flip_pairs(results.get('flip_pairs'))
         for key in keypoint_keys:
             results[key] = flip_keypoints(results[key], results['img_shape'],
                                           flip_pairs,
                                           results['flip_direction'])
         return results
 
+    def _flip_pairs(self, dataset_pairs):
+        """The pairs to swap: the dataset's and/or this transform's, which
+        must not disagree (the dataset's come from its keypoint layout)."""
+        if self.flip_pairs is None and dataset_pairs is None:
+            raise KeyError('flipping keypoints needs flip_pairs: pass them '
+                           "to RandomFlip or set results['flip_pairs']")
+        if dataset_pairs is None:
+            return self.flip_pairs
+        if (self.flip_pairs is not None and _pairs(self.flip_pairs) !=
+                _pairs(dataset_pairs)):
+            raise ValueError(
+                f'RandomFlip(flip_pairs={self.flip_pairs}) differs from the '
+                f"dataset's flip pairs {dataset_pairs} (its keypoint "
+                'layout): remove flip_pairs from the RandomFlip config')
+        return dataset_pairs
+
     def __repr__(self):
         return super().__repr__()[:-1] + f', flip_pairs={self.flip_pairs})'
+
+
+def _pairs(pairs):
+    """``pairs`` as a list of int lists, for comparison."""
+    return [[int(i) for i in pair] for pair in pairs]
 
 
 @PIPELINES.register_module()

@@ -172,8 +172,8 @@ class PETR(QueryGroupEpochMixin, DETR):
                 as :meth:`simple_test` returns it.
             score_thr (float): Persons scoring at most this are not drawn.
             kpt_score_thr (float): Nor are keypoints scoring at most this.
-            skeleton (list[list[int]], optional): Limbs; by default the
-                known skeleton of the result's K keypoints.
+            skeleton (list[list[int]], optional): Limbs; by default those
+                of the head's keypoint layout.
             bbox_color, text_color, mask_color: Accepted for mmdet's
                 ``show_result`` interface (its test loop passes the
                 dataset palette); unused, as colours go by person.
@@ -182,6 +182,8 @@ class PETR(QueryGroupEpochMixin, DETR):
             np.ndarray: The drawn image.
         """
         bboxes, labels, keypoints = split_result(result)
+        if skeleton is None:
+            skeleton = self.bbox_head.keypoint_layout.skeleton
         return imshow_det_keypoints(
             img,
             bboxes,
