@@ -83,3 +83,5 @@ log_config = dict(interval=1)
 checkpoint_config = dict(interval=40, max_keep_ckpts=1)
 evaluation = dict(interval=10, save_best=None)
 dist_params = dict(backend='gloo')
+# The lr is set for one process x 2 images.
+auto_scale_lr = dict(base_batch_size=2)
