@@ -165,6 +165,44 @@ def check_number_lists(annotations, key, length, ann_file):
                                    problem)
 
 
+def keypoints_outside(annotations, images, num_keypoints, margin):
+    """Find visible keypoints outside their image by more than ``margin``.
+
+    A keypoint (x, y, v) with v > 0 is outside when x < -margin x W,
+    x > (1 + margin) x W, or likewise for y and H, W x H being its image's
+    size. The keypoint lists must already be checked
+    (:func:`check_number_lists`).
+
+    Args:
+        annotations (list[dict]): COCO annotations with ``keypoints``.
+        images (dict): Image id -> image entry (``width``, ``height``).
+        num_keypoints (int): K.
+        margin (float): Allowed distance outside, as a fraction of the
+            image's width / height.
+
+    Returns:
+        list[tuple[int, int]]: (annotation index, first keypoint index
+        outside) for each annotation that has one, in file order.
+    """
+    indices = [i for i, ann in enumerate(annotations) if 'keypoints' in ann]
+    found = []
+    for start in range(0, len(indices), CHECK_CHUNK):
+        chunk = indices[start:start + CHECK_CHUNK]
+        # [n, K, 3] keypoints and [n, 1, 2] image sizes (W, H).
+        kpts = np.array([annotations[i]['keypoints'] for i in chunk],
+                        dtype=np.float64).reshape(-1, num_keypoints, 3)
+        sizes = np.array([[
+            images[annotations[i]['image_id']]['width'],
+            images[annotations[i]['image_id']]['height']
+        ] for i in chunk], dtype=np.float64)[:, None, :]
+        xy = kpts[..., :2]
+        outside = ((xy < -margin * sizes) | (xy > (1 + margin) * sizes))
+        outside = outside.any(-1) & (kpts[..., 2] > 0)  # [n, K]
+        for row in np.flatnonzero(outside.any(-1)):
+            found.append((chunk[row], int(np.argmax(outside[row]))))
+    return found
+
+
 def _all_finite_rows(rows, length):
     """Whether ``rows`` are all lists of ``length`` finite numbers."""
     try:
