@@ -33,7 +33,7 @@ from conftest import REPO_ROOT, load_tool, shared_data
 import mmcv_custom
 import opera  # noqa: F401  (registers modules)
 from opera.apis import init_model, train_model
-from opera.datasets import AnnotationError, ImageFileError
+from opera.datasets import AnnotationError, ImageFileError, data_checks
 from opera.datasets.pipelines import KeypointPipelineError
 from opera.models import build_detector
 
@@ -429,6 +429,57 @@ def test_corrupt_jpeg_is_skipped_and_counted_on_request(tmp_path, caplog):
         img_prefix=folder, skip_corrupt_images=True, test_mode=True)
     with pytest.raises(ImageFileError, match='premature end of data'):
         test_set[[i['id'] for i in test_set.data_infos].index(214704)]
+
+
+def count_decodes(monkeypatch):
+    """Count the full and the 1/8-size strict decodes and OpenCV's."""
+    counts = dict(strict=0, opencv=0)
+
+    def counted(function, key):
+        def wrapper(*args, **kwargs):
+            counts[key] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(data_checks.simplejpeg, 'decode_jpeg',
+                        counted(data_checks.simplejpeg.decode_jpeg, 'strict'))
+    monkeypatch.setattr(mmcv, 'imfrombytes',
+                        counted(mmcv.imfrombytes, 'opencv'))
+    return counts
+
+
+def test_opera_loader_decodes_each_image_once_as_opencv_would(monkeypatch):
+    opera_set = build('opera.CocoDataset', DET_ANN,
+                      [dict(type='opera.LoadImageFromFile')])
+    mmdet_set = build('opera.CocoDataset', DET_ANN,
+                      [dict(type='LoadImageFromFile')])
+    counts = count_decodes(monkeypatch)
+    opera_images = [opera_set[i]['img'] for i in range(len(opera_set))]
+    assert counts == dict(strict=8, opencv=0)
+    mmdet_images = [mmdet_set[i]['img'] for i in range(len(mmdet_set))]
+    # The dataset's check (1/8 size) plus OpenCV's decode, per image.
+    assert counts == dict(strict=16, opencv=8)
+    for ours, theirs in zip(opera_images, mmdet_images):
+        assert ours.dtype == np.uint8 and np.array_equal(ours, theirs)
+
+
+def test_opera_loader_names_a_corrupt_jpeg_as_the_check_did(tmp_path):
+    folder, path = corrupt_copy(tmp_path)
+    dataset = build(
+        'opera.CocoDataset', DET_ANN, [dict(type='opera.LoadImageFromFile')],
+        img_prefix=folder)
+    index = [info['id'] for info in dataset.data_infos].index(214704)
+    with pytest.raises(ImageFileError) as error:
+        dataset[index]
+    assert str(error.value) == (
+        f'{path} (image id 214704 of {DET_ANN}): image file is truncated or '
+        'corrupt (Corrupt JPEG data: premature end of data segment). To '
+        'skip such images in training, set skip_corrupt_images=True in the '
+        'dataset config')
+    skipping = build(
+        'opera.CocoDataset', DET_ANN, [dict(type='opera.LoadImageFromFile')],
+        img_prefix=folder, skip_corrupt_images=True)
+    assert skipping[index]['filename'] != path  # another image stands in
 
 
 # ---------------------------------------------- 6. datasets without images

@@ -91,6 +91,10 @@ class CocoDataset(MMDetCocoDataset):
         backend = kwargs.get('file_client_args', {}).get('backend', 'disk')
         # Other backends (object stores) have no cheap existence check.
         self.check_images = check_images and backend == 'disk'
+        # opera.LoadImageFromFile checks the file in its own decode.
+        self.loader_checks_images = any(
+            getattr(step, 'checks_image', False)
+            for step in self.pipeline.transforms)
         if self.check_images and not self.test_mode:
             self.check_image_files()
         self._log_left_out_images()
@@ -287,6 +291,7 @@ class CocoDataset(MMDetCocoDataset):
         ``skip_corrupt_images`` skips."""
         try:
             self._check_image(idx)
+            return super().prepare_train_img(idx)
         except ImageFileError as error:
             if not self.skip_corrupt_images:
                 raise ImageFileError(
@@ -294,7 +299,6 @@ class CocoDataset(MMDetCocoDataset):
                     'skip_corrupt_images=True in the dataset config'
                 ) from error
             return self._skip_image(idx, error)
-        return super().prepare_train_img(idx)
 
     def _skip_image(self, idx, error):
         """Log the first skip of image ``idx``; return None."""
@@ -315,9 +319,18 @@ class CocoDataset(MMDetCocoDataset):
         self._check_image(idx)
         return super().prepare_test_img(idx)
 
+    def pre_pipeline(self, results):
+        """mmdet's, plus ``image_context`` (for messages about the image)
+        when ``results`` has an ``img_info``."""
+        super().pre_pipeline(results)
+        if 'img_info' in results:
+            results['image_context'] = (
+                f'image id {results["img_info"]["id"]} of {self.ann_file}')
+
     def _check_image(self, idx):
-        """Raise ImageFileError if image ``idx`` is missing or broken."""
-        if self.check_images:
+        """Raise ImageFileError if image ``idx`` is missing or broken (not
+        when the pipeline's loader checks it while decoding)."""
+        if self.check_images and not self.loader_checks_images:
             img_info = self.data_infos[idx]
             check_image_file(
                 self.image_path(img_info),
