@@ -14,6 +14,6 @@ from .runner import ResumableEpochBasedRunner
 
 __all__ = [
     'CheckpointReadError', 'DeviceAgnosticDDP', 'HOOKS', 'NonFiniteLossHook',
-    'RUNNERS', 'ResumableEpochBasedRunner', 'link_atomic', 'load_checkpoint_checked',
-    'save_checkpoint_atomic', 'write_atomic'
+    'RUNNERS', 'ResumableEpochBasedRunner', 'link_atomic',
+    'load_checkpoint_checked', 'save_checkpoint_atomic', 'write_atomic'
 ]

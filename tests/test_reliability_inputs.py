@@ -391,6 +391,14 @@ def corrupt_copy(tmp_path):
     return str(folder), str(path)
 
 
+def corrupt_jpeg_error(path):
+    """The error for the image of :func:`corrupt_copy` in training."""
+    return (f'{path} (image id 214704 of {DET_ANN}): image file is truncated '
+            'or corrupt (Corrupt JPEG data: premature end of data segment). '
+            'To skip such images in training, set skip_corrupt_images=True '
+            'in the dataset config')
+
+
 def test_jpeg_corrupt_in_the_middle_stops_when_loaded(tmp_path):
     folder, path = corrupt_copy(tmp_path)
     image = mmcv.imread(path)  # what the pipeline would train on
@@ -402,11 +410,7 @@ def test_jpeg_corrupt_in_the_middle_stops_when_loaded(tmp_path):
     index = [info['id'] for info in dataset.data_infos].index(214704)
     with pytest.raises(ImageFileError) as error:
         dataset[index]
-    assert str(error.value) == (
-        f'{path} (image id 214704 of {DET_ANN}): image file is truncated or '
-        'corrupt (Corrupt JPEG data: premature end of data segment). To '
-        'skip such images in training, set skip_corrupt_images=True in the '
-        'dataset config')
+    assert str(error.value) == corrupt_jpeg_error(path)
 
 
 def test_corrupt_jpeg_is_skipped_and_counted_on_request(tmp_path, caplog):
@@ -471,11 +475,7 @@ def test_opera_loader_names_a_corrupt_jpeg_as_the_check_did(tmp_path):
     index = [info['id'] for info in dataset.data_infos].index(214704)
     with pytest.raises(ImageFileError) as error:
         dataset[index]
-    assert str(error.value) == (
-        f'{path} (image id 214704 of {DET_ANN}): image file is truncated or '
-        'corrupt (Corrupt JPEG data: premature end of data segment). To '
-        'skip such images in training, set skip_corrupt_images=True in the '
-        'dataset config')
+    assert str(error.value) == corrupt_jpeg_error(path)
     skipping = build(
         'opera.CocoDataset', DET_ANN, [dict(type='opera.LoadImageFromFile')],
         img_prefix=folder, skip_corrupt_images=True)

@@ -48,9 +48,10 @@ class CocoPoseDataset(CocoDataset):
     become ignore regions; boxes narrower or lower than 1 pixel, or outside
     the image, are skipped. Skipped annotations are counted in the log. In
     training (``filter_empty_gt``) only images with at least one non-crowd
-    person that is not skipped are kept. The annotation file and the image files
-    are checked as in :class:`opera.datasets.CocoDataset`; keypoint lists
-    must hold 3K finite numbers.
+    person that is not skipped are kept. The annotation file and the image
+    files are checked as in :class:`opera.datasets.CocoDataset`; keypoint
+    lists must hold 3K finite numbers, and a visible keypoint far outside
+    its image stops (or is skipped, see ``skip_outside_keypoints``).
 
     Args:
         keypoint_layout (str | dict, optional): The keypoints: a registered

@@ -233,6 +233,17 @@ def _number_list_problem(values, name, length):
     return None
 
 
+def image_where(path, context=''):
+    """An image file and where it comes from, as messages name it."""
+    return f'{path} ({context})' if context else path
+
+
+def unreadable_image(where, error):
+    """The ImageFileError for a file that cannot be opened (OSError)."""
+    return ImageFileError(f'{where}: image file not found or unreadable '
+                          f'({error.strerror})')
+
+
 def check_image_file(path, context=''):
     """Raise if the image at ``path`` is missing, empty, truncated or
     corrupt.
@@ -253,13 +264,11 @@ def check_image_file(path, context=''):
     Raises:
         ImageFileError: Naming the file and the problem.
     """
-    where = f'{path} ({context})' if context else path
+    where = image_where(path, context)
     try:
         size = os.path.getsize(path)
     except OSError as error:
-        raise ImageFileError(
-            f'{where}: image file not found or unreadable '
-            f'({error.strerror})') from error
+        raise unreadable_image(where, error) from error
     if size == 0:
         raise ImageFileError(f'{where}: image file is empty')
     with open(path, 'rb') as f:

@@ -16,8 +16,8 @@ that all see the same machine load and the same random steps:
   decode that serves as check and image.
 
 It prints, per variant, the median over rounds of the mean milliseconds per
-image and of the per-round ratio to the unchecked one. One intra-op thread (OpenCV and torch)
-unless ``--threads`` says otherwise.
+image and of the per-round ratio to the unchecked one. One intra-op thread
+(OpenCV and torch) unless ``--threads`` says otherwise.
 """
 import argparse
 import copy

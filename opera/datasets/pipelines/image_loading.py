@@ -6,7 +6,8 @@ import numpy as np
 from mmdet.datasets.pipelines import LoadImageFromFile as MMDetLoadImage
 
 from ..builder import PIPELINES
-from ..data_checks import ImageFileError, decode_image_checked
+from ..data_checks import (decode_image_checked, image_where,
+                           unreadable_image)
 
 
 @PIPELINES.register_module()
@@ -53,14 +54,11 @@ class LoadImageFromFile(MMDetLoadImage):
         name = results['img_info']['filename']
         prefix = results.get('img_prefix')
         filename = osp.join(prefix, name) if prefix is not None else name
-        context = results.get('image_context')
-        where = f'{filename} ({context})' if context else filename
+        where = image_where(filename, results.get('image_context'))
         try:
             data = self.file_client.get(filename)
         except OSError as error:
-            raise ImageFileError(
-                f'{where}: image file not found or unreadable '
-                f'({error.strerror})') from error
+            raise unreadable_image(where, error) from error
         img = decode_image_checked(data, where, self.channel_order)
         if self.to_float32:
             img = img.astype(np.float32)
