@@ -12,6 +12,12 @@ the result goes to ``work_dirs/demo/`` (an image ``<name>.png``, a folder
 onnxruntime`` CHECKPOINT is an .onnx file of
 ``tools/deployment/pytorch2onnx.py``, run by ONNX Runtime on CPU (images are
 resized to its input size; see docs/deployment.md).
+
+Each input is read and checked before the model sees it; a file that is
+not a readable image stops the demo naming it. In a folder the other images
+are still drawn, and the run then ends with an error counting the failures.
+A video that cannot be opened, or ends before the frame count in its header,
+is an error too.
 """
 import argparse
 import os
@@ -81,6 +87,25 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+class DemoInputError(ValueError):
+    """An input file the demo cannot read; the message names it."""
+
+
+def read_image(path):
+    """Read an image file as a BGR [H, W, 3] uint8 array.
+
+    Raises:
+        DemoInputError: OpenCV cannot decode the file (not an image, or
+            truncated before its pixel data).
+    """
+    image = mmcv.imread(path)
+    if image is None:
+        raise DemoInputError(
+            f'{path}: not a readable image ({osp.getsize(path)} bytes that '
+            'OpenCV cannot decode)')
+    return image
+
+
 def input_kind(path):
     """'image', 'folder' or 'video' by what ``path`` is; raises if none."""
     if osp.isdir(path):
@@ -144,22 +169,60 @@ def run_folder(model, folder, out_dir, args):
     if not names:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) '
                                 f'in {folder}')
+    failures = []
     for name in mmcv.track_iter_progress(names):
         out_file = osp.join(out_dir, osp.splitext(name)[0] + '.png')
-        draw(model, mmcv.imread(osp.join(folder, name)), args, out_file)
+        try:
+            image = read_image(osp.join(folder, name))
+        except DemoInputError as error:
+            # One bad file should not cost the drawings of the others.
+            print(f'\nskipped {error}')
+            failures.append(str(error))
+            continue
+        draw(model, image, args, out_file)
+    if failures:
+        raise DemoInputError(
+            f'{len(failures)} of {len(names)} images in {folder} could not '
+            'be read (the others were drawn into '
+            f'{out_dir}):\n  ' + '\n  '.join(failures))
 
 
 def run_video(model, video_path, out_file, args):
-    """Draw every frame of a video into a video at the same frame rate."""
-    video = mmcv.VideoReader(video_path)
+    """Draw every frame of a video into a video at the same frame rate.
+
+    Raises:
+        DemoInputError: The video cannot be opened, or fewer frames could
+            be read than its header announces (what was read is written).
+    """
+    video = open_video(video_path)
     mmcv.mkdir_or_exist(osp.dirname(osp.abspath(out_file)))
     writer = cv2.VideoWriter(out_file, cv2.VideoWriter_fourcc(*VIDEO_FOURCC),
                              video.fps, (video.width, video.height))
+    num_written = 0
     try:
         for frame in mmcv.track_iter_progress(video):
             writer.write(draw(model, frame, args, wait_time=FRAME_WAIT_MS))
+            num_written += 1
     finally:
         writer.release()
+    if num_written < len(video):
+        raise DemoInputError(
+            f'{video_path}: only {num_written} of its {len(video)} frames '
+            f'could be read (truncated?); those are in {out_file}')
+
+
+def open_video(path):
+    """An ``mmcv.VideoReader`` whose first frame decodes.
+
+    Raises:
+        DemoInputError: OpenCV cannot open the file or decode a frame.
+    """
+    video = mmcv.VideoReader(path)
+    if not video.opened or len(video) == 0 or video.get_frame(0) is None:
+        raise DemoInputError(
+            f'{path}: not a readable video ({osp.getsize(path)} bytes; '
+            'OpenCV cannot open it or decode its first frame)')
+    return video
 
 
 def main(argv=None):
@@ -167,6 +230,8 @@ def main(argv=None):
     args = parse_args(argv)
     kind = input_kind(args.input)
     out = args.out_file or default_output(args.input, kind)
+    # A single image is read before the model is built (seconds).
+    image = read_image(args.input) if kind == 'image' else None
     if args.backend == 'onnxruntime':
         from opera.apis.onnx_backend import init_onnx_model
         model = init_onnx_model(args.config, args.checkpoint,
@@ -179,7 +244,7 @@ def main(argv=None):
             args.cfg_options,
             strict=not args.non_strict)
     if kind == 'image':
-        draw(model, mmcv.imread(args.input), args, out)
+        draw(model, image, args, out)
     elif kind == 'folder':
         run_folder(model, args.input, out, args)
     else:

@@ -5,14 +5,15 @@ Importing it registers ``opera.ResumableEpochBasedRunner`` and
 ``opera.NonFiniteLossHook`` for configs.
 """
 from .builder import HOOKS, RUNNERS
-from .checkpoint import (link_atomic, load_checkpoint_checked,
-                         save_checkpoint_atomic, write_atomic)
+from .checkpoint import (CheckpointReadError, link_atomic,
+                         load_checkpoint_checked, save_checkpoint_atomic,
+                         write_atomic)
 from .nonfinite_loss import NonFiniteLossHook
 from .parallel import DeviceAgnosticDDP
 from .runner import ResumableEpochBasedRunner
 
 __all__ = [
-    'DeviceAgnosticDDP', 'HOOKS', 'NonFiniteLossHook', 'RUNNERS',
-    'ResumableEpochBasedRunner', 'link_atomic', 'load_checkpoint_checked',
-    'save_checkpoint_atomic', 'write_atomic'
+    'CheckpointReadError', 'DeviceAgnosticDDP', 'HOOKS', 'NonFiniteLossHook',
+    'RUNNERS', 'ResumableEpochBasedRunner', 'link_atomic',
+    'load_checkpoint_checked', 'save_checkpoint_atomic', 'write_atomic'
 ]

@@ -15,7 +15,9 @@ import os
 import os.path as osp
 import platform
 import re
+import pickle
 import shutil
+import zipfile
 
 from mmcv.parallel import is_module_wrapper
 from mmcv.runner import save_checkpoint
@@ -31,6 +33,62 @@ IGNORED_MISSING = 'num_batches_tracked'
 # Key renames applied to every loaded state dict, as mmcv does: weights saved
 # from a DataParallel / DDP wrapper carry a 'module.' prefix.
 DEFAULT_REVISE_KEYS = ((r'^module\.', ''), )
+# The first bytes of torch's zip format (torch >= 1.6) and of its older
+# pickle format (protocol 2).
+ZIP_MAGIC = b'PK\x03\x04'
+LEGACY_MAGIC = b'\x80\x02'
+# What torch.load and mmcv raise on a file that is not a whole checkpoint
+# (torch's weights-only unpickler also raises KeyError / AssertionError on
+# bytes that are not a pickle).
+READ_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError,
+               zipfile.BadZipFile, ValueError, KeyError, AssertionError)
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint file that cannot be read; the message names it."""
+
+
+def describe_unreadable(filename):
+    """Say what is wrong with a local checkpoint file torch cannot read.
+
+    Returns:
+        str: e.g. 'a zip archive cut short at 1234 bytes (no end record):
+        truncated, e.g. by an interrupted copy or a full disk'.
+    """
+    size = osp.getsize(filename)
+    if size == 0:
+        return 'the file is empty (0 bytes)'
+    with open(filename, 'rb') as f:
+        head = f.read(len(ZIP_MAGIC))
+    if head == ZIP_MAGIC and not zipfile.is_zipfile(filename):
+        return (f'a zip archive cut short at {size} bytes (no end record): '
+                'truncated, e.g. by an interrupted copy or download or a '
+                'full disk')
+    if head == ZIP_MAGIC:
+        return f'a zip archive ({size} bytes) without a torch checkpoint'
+    if head.startswith(LEGACY_MAGIC):
+        return (f'an old-format torch file ({size} bytes) that ends early '
+                'or is damaged')
+    return f'not a torch checkpoint (starts with {head!r}, {size} bytes)'
+
+
+def read_checkpoint(filename, map_location='cpu', logger=None):
+    """mmcv's ``_load_checkpoint``; a local file it cannot read raises an
+    error that names the file and what is wrong with it.
+
+    Raises:
+        CheckpointReadError: The local file is not a whole checkpoint.
+    """
+    try:
+        return _load_checkpoint(filename, map_location, logger)
+    except READ_ERRORS as error:
+        if not osp.isfile(filename):
+            raise
+        reason = (str(error).splitlines() or [''])[0]
+        raise CheckpointReadError(
+            f'cannot read checkpoint {filename}: '
+            f'{describe_unreadable(filename)} ({type(error).__name__}: '
+            f'{reason})') from error
 
 
 def write_atomic(filepath, write):
@@ -108,10 +166,12 @@ def load_checkpoint_checked(model,
         dict: The loaded checkpoint.
 
     Raises:
+        CheckpointReadError: The file cannot be read (truncated, not a
+            checkpoint).
         ValueError: The file holds no state dict, a parameter's shape
             differs, or (``strict``) keys are missing or unexpected.
     """
-    checkpoint = _load_checkpoint(filename, map_location, logger)
+    checkpoint = read_checkpoint(filename, map_location, logger)
     if not isinstance(checkpoint, dict):
         raise ValueError(f'{filename}: no state dict in this checkpoint')
     state_dict = checkpoint.get('state_dict', checkpoint)

@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to the shared data and small model inputs."""
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -16,6 +17,15 @@ collect_ignore_glob = ['configs/*']
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED_DATA = osp.join(osp.dirname(REPO_ROOT), 'shared', 'data')
 TOOL_TIMEOUT_S = 300
+
+
+def load_tool(relative_path):
+    """Import a script of the repository (``tools/train.py``) as a module."""
+    path = osp.join(REPO_ROOT, relative_path)
+    spec = importlib.util.spec_from_file_location('tool', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_data(*parts):

@@ -8,7 +8,10 @@ resized to that size.
 """
 import importlib.util
 import json
+import logging
+import os
 import re
+import shutil
 import sys
 
 import mmcv
@@ -17,7 +20,7 @@ import pytest
 import torch
 from mmcv.runner import save_checkpoint
 
-from conftest import REPO_ROOT, run_in_repo, shared_data
+from conftest import REPO_ROOT, load_tool, run_in_repo, shared_data
 
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
@@ -357,3 +360,27 @@ def test_fixed_size_pipeline_needs_a_resize_step():
     assert top_level == [
         dict(type='opera.Resize', img_scale=(320, 256), keep_ratio=False)
     ]
+
+
+def test_onnx_backend_says_once_how_it_resizes(exported, tmp_path, caplog):
+    _, path = exported['detection']
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for name in IMAGES:
+        shutil.copy(shared_data('coco_val_tiny', name), folder / name)
+    demo = load_tool('demo/image_demo.py')
+    with caplog.at_level(logging.WARNING, logger='opera'):
+        demo.main([
+            str(folder), CONFIGS['detection'], path, '--backend',
+            'onnxruntime', '--out-file', str(tmp_path / 'drawn')
+        ])
+    notes = [r.getMessage() for r in caplog.records if 'takes' in
+             r.getMessage()]
+    assert notes == [
+        f'{path} takes 256x320 (HxW) images only: every image is resized '
+        'to exactly 320x256 (WxH; aspect ratio not kept, no padding) '
+        "instead of the config's test scale, and the results are mapped "
+        'back to its original size; accuracy can differ from the PyTorch '
+        'model (docs/deployment.md)'
+    ]
+    assert len(os.listdir(tmp_path / 'drawn')) == 2

@@ -340,3 +340,114 @@ def test_pose_skips_are_counted_by_reason(tmp_path, caplog):
     persons = sum(len(dataset.get_ann_info(i)['bboxes'])
                   for i in range(len(dataset)))
     assert persons == len(anns) - unposed - 2
+
+
+def first_visible_keypoint(ann):
+    """Index of the first labelled keypoint of ``ann``."""
+    return next(k for k in range(len(ann['keypoints']) // 3)
+                if ann['keypoints'][3 * k + 2] > 0)
+
+
+def move_keypoint(data, factor):
+    """Put the first visible keypoint of the first person at ``factor`` x
+    its image's width; return (annotation index, its id, keypoint index)."""
+    ann = first_person(data)
+    keypoint = first_visible_keypoint(ann)
+    image = next(i for i in data['images'] if i['id'] == ann['image_id'])
+    ann['keypoints'][3 * keypoint] = factor * image['width']
+    return data['annotations'].index(ann), ann['id'], keypoint
+
+
+def test_visible_keypoint_far_outside_the_image_is_named(tmp_path):
+    data = sample_json('opera.CocoPoseDataset')
+    index, ann_id, keypoint = move_keypoint(data, 10)
+    assert keypoint == 9  # the sample's first person: left wrist only
+    ann = data['annotations'][index]
+    image = next(i for i in data['images'] if i['id'] == ann['image_id'])
+    ann_file = write_json(tmp_path, data)
+    with pytest.raises(AnnotationError) as error:
+        build('opera.CocoPoseDataset', ann_file)
+    x, y = ann['keypoints'][3 * keypoint:3 * keypoint + 2]
+    # mmcv's builder puts the class name first.
+    assert str(error.value).startswith(
+        f'CocoPoseDataset: {ann_file}: annotation #{index} (id {ann_id}, '
+        f'image id {ann["image_id"]}): visible keypoint {keypoint} '
+        f'(left_wrist) at ({x}, {y}) is outside its '
+        f'{image["width"]}x{image["height"]} image by more than 10% of its '
+        'size; 1 annotation(s) have such keypoints '
+        f'(ids {ann_id}). Fix them, or set skip_outside_keypoints=True')
+
+
+def test_keypoint_within_the_margin_is_accepted(tmp_path):
+    data = sample_json('opera.CocoPoseDataset')
+    move_keypoint(data, 1.09)
+    assert len(build('opera.CocoPoseDataset', write_json(tmp_path, data))) \
+        == 8
+
+
+def test_outside_keypoints_are_skipped_and_counted_on_request(
+        tmp_path, caplog):
+    data = sample_json('opera.CocoPoseDataset')
+    _, ann_id, _ = move_keypoint(data, -2)
+    reference = build('opera.CocoPoseDataset', write_json(
+        tmp_path, sample_json('opera.CocoPoseDataset'), 'reference.json'))
+    with caplog.at_level(logging.INFO, logger='opera'):
+        dataset = build('opera.CocoPoseDataset', write_json(tmp_path, data),
+                        skip_outside_keypoints=True)
+    (message, ) = warnings_of(caplog)
+    assert ('1 of 26 annotations skipped: person with a visible keypoint '
+            f'outside the image (skip_outside_keypoints=True); ids {ann_id}'
+            ) in message
+
+    def persons(ds):
+        return sum(len(ds.get_ann_info(i)['bboxes']) for i in range(len(ds)))
+
+    # The edited person was alone in its image: the image goes too.
+    assert (len(reference), len(dataset)) == (8, 7)
+    assert persons(dataset) == persons(reference) - 1
+
+
+def images_without_targets(data):
+    """Make image 183872's two annotations crowd and 551757's two
+    degenerate; return their ids."""
+    for ann in data['annotations']:
+        if ann['image_id'] == 183872:
+            ann['iscrowd'] = 1
+        if ann['image_id'] == 551757:
+            ann['bbox'][:2] = [5000, 5000]
+    return [183872, 551757]
+
+
+@pytest.mark.parametrize('filter_empty_gt, fate, length', [
+    (True, 'left out of training (filter_empty_gt=True)', 6),
+    (False, 'kept for training as images without objects '
+     '(filter_empty_gt=False)', 8),
+])
+def test_images_without_targets_are_counted_and_left_out_or_kept(
+        tmp_path, caplog, filter_empty_gt, fate, length):
+    data = sample_json('opera.CocoDataset')
+    emptied = images_without_targets(data)
+    with caplog.at_level(logging.INFO, logger='opera'):
+        dataset = build('opera.CocoDataset', write_json(tmp_path, data),
+                        filter_empty_gt=filter_empty_gt)
+    infos = [r.getMessage() for r in caplog.records
+             if r.levelno == logging.INFO]
+    assert any('2 of 8 images have no usable annotation of the classes '
+               f'(none, crowd only or skipped only): {fate}' in m
+               for m in infos)
+    assert len(dataset) == length
+    kept = {info['id'] for info in dataset.data_infos}
+    assert set(emptied) <= kept if not filter_empty_gt else \
+        not set(emptied) & kept
+
+
+@pytest.mark.parametrize('dataset_type', DATASET_TYPES)
+def test_training_set_without_any_usable_annotation_stops(
+        tmp_path, dataset_type):
+    def all_crowd(data):
+        for ann in data['annotations']:
+            ann['iscrowd'] = 1
+
+    with pytest.raises(AnnotationError, match='is usable for training'):
+        build_edited(tmp_path, dataset_type, all_crowd,
+                     filter_empty_gt=False)

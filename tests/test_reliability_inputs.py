@@ -11,14 +11,16 @@ tests/test_reliability_dist_iter.py.
 Everything runs on the 8-image sample bundled in demo/data/coco_sample and
 the tiny test configs.
 """
-import importlib.util
 import json
 import logging
+import os
 import os.path as osp
 import shutil
 import sys
 
+import cv2
 import mmcv
+import numpy as np
 import pytest
 import torch
 from mmcv import Config
@@ -26,11 +28,12 @@ from mmcv.runner import save_checkpoint
 from mmdet.apis import set_random_seed
 from mmdet.datasets import build_dataset
 
-from conftest import REPO_ROOT, shared_data
+from conftest import REPO_ROOT, load_tool, shared_data
 
+import mmcv_custom
 import opera  # noqa: F401  (registers modules)
 from opera.apis import init_model, train_model
-from opera.datasets import AnnotationError, ImageFileError
+from opera.datasets import AnnotationError, ImageFileError, data_checks
 from opera.datasets.pipelines import KeypointPipelineError
 from opera.models import build_detector
 
@@ -163,15 +166,6 @@ def edited_checkpoint(path, out_path, drop, add):
     return str(out_path)
 
 
-def load_tool(relative_path):
-    """Import a script of the repository as a module."""
-    path = osp.join(REPO_ROOT, relative_path)
-    spec = importlib.util.spec_from_file_location('tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_test_tool(monkeypatch, *args):
     """``main()`` of tools/test.py with ``args``, in this process; its
     process-wide settings (start method, thread counts) are left alone."""
@@ -190,6 +184,20 @@ def test_test_tool_refuses_a_detection_checkpoint_for_a_pose_config(
     assert message.startswith(f'{checkpoints["det"]} does not fit the model')
     assert ('bbox_head.cls_branches.0.weight: checkpoint (80, 256), model '
             '(1, 256)') in message
+    assert 'task/s' not in capsys.readouterr().out, 'inference ran'
+
+
+def test_test_tool_names_a_truncated_checkpoint(checkpoints, tmp_path,
+                                                monkeypatch, capsys):
+    data = open(checkpoints['det'], 'rb').read()
+    path = tmp_path / 'truncated.pth'
+    path.write_bytes(data[:len(data) - 100])
+    with pytest.raises(mmcv_custom.CheckpointReadError) as error:
+        run_test_tool(monkeypatch, DET_CONFIG, path, '--eval', 'bbox',
+                      '--cfg-options', *DET_SAMPLE_OPTIONS)
+    assert str(error.value).startswith(
+        f'cannot read checkpoint {path}: a zip archive cut short at '
+        f'{len(data) - 100} bytes (no end record)')
     assert 'task/s' not in capsys.readouterr().out, 'inference ran'
 
 
@@ -225,6 +233,78 @@ def test_demo_refuses_a_checkpoint_with_missing_keys(checkpoints, tmp_path):
     assert not (tmp_path / 'o.png').exists()
     demo.main(args + ['--non-strict'])
     assert mmcv.imread(str(tmp_path / 'o.png')).shape == (424, 640, 3)
+
+
+def not_an_image(path):
+    path.write_text('not an image')
+    return str(path)
+
+
+def test_demo_names_a_file_that_is_not_an_image(tmp_path):
+    bad = not_an_image(tmp_path / 'notes.jpg')
+    demo = load_tool('demo/image_demo.py')
+    # Checked before the model is built: the checkpoint is never read.
+    with pytest.raises(demo.DemoInputError) as error:
+        demo.main([bad, DET_CONFIG, str(tmp_path / 'no_such.pth')])
+    assert str(error.value) == (
+        f'{bad}: not a readable image (12 bytes that OpenCV cannot decode)')
+
+
+def test_demo_folder_draws_the_other_images_and_counts_failures(
+        checkpoints, tmp_path):
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for name in ('000000214704.jpg', '000000418049.jpg'):
+        shutil.copy(osp.join(IMAGES, name), folder / name)
+    bad = not_an_image(folder / '000000300000.jpg')
+    out_dir = tmp_path / 'drawn'
+    demo = load_tool('demo/image_demo.py')
+    with pytest.raises(demo.DemoInputError) as error:
+        demo.main([str(folder), DET_CONFIG, checkpoints['det'], '--out-file',
+                   str(out_dir)])
+    assert str(error.value).startswith(
+        f'1 of 3 images in {folder} could not be read')
+    assert f'{bad}: not a readable image' in str(error.value)
+    assert sorted(os.listdir(out_dir)) == [
+        '000000214704.png', '000000418049.png'
+    ]
+
+
+def write_video(path, num_frames):
+    """An mp4 of ``num_frames`` 64x48 frames of rising grey levels."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 5,
+                             (64, 48))
+    for index in range(num_frames):
+        writer.write(np.full((48, 64, 3), 20 * index, np.uint8))
+    writer.release()
+    return str(path)
+
+
+@pytest.mark.parametrize('damage', ['junk', 'cut'])
+def test_demo_refuses_an_unreadable_video(checkpoints, tmp_path, damage):
+    path = tmp_path / 'clip.mp4'
+    if damage == 'junk':
+        path.write_bytes(b'\0' * 1000)
+    else:
+        data = open(write_video(path, 6), 'rb').read()
+        path.write_bytes(data[:len(data) // 2])
+    out_file = tmp_path / 'drawn.mp4'
+    demo = load_tool('demo/image_demo.py')
+    with pytest.raises(demo.DemoInputError) as error:
+        demo.main([str(path), DET_CONFIG, checkpoints['det'], '--out-file',
+                   str(out_file)])
+    assert str(error.value).startswith(f'{path}: ')
+    assert ('not a readable video' in str(error.value)
+            or 'frames could be read' in str(error.value))
+
+
+def test_demo_draws_every_frame_of_a_whole_video(checkpoints, tmp_path):
+    out_file = tmp_path / 'drawn.mp4'
+    demo = load_tool('demo/image_demo.py')
+    demo.main([write_video(tmp_path / 'clip.mp4', 6), DET_CONFIG,
+               checkpoints['det'], '--out-file', str(out_file)])
+    drawn = mmcv.VideoReader(str(out_file))
+    assert (len(drawn), drawn.width, drawn.height) == (6, 64, 48)
 
 
 # --------------------------- 3. num_classes whatever the runner
@@ -311,6 +391,14 @@ def corrupt_copy(tmp_path):
     return str(folder), str(path)
 
 
+def corrupt_jpeg_error(path):
+    """The error for the image of :func:`corrupt_copy` in training."""
+    return (f'{path} (image id 214704 of {DET_ANN}): image file is truncated '
+            'or corrupt (Corrupt JPEG data: premature end of data segment). '
+            'To skip such images in training, set skip_corrupt_images=True '
+            'in the dataset config')
+
+
 def test_jpeg_corrupt_in_the_middle_stops_when_loaded(tmp_path):
     folder, path = corrupt_copy(tmp_path)
     image = mmcv.imread(path)  # what the pipeline would train on
@@ -322,11 +410,7 @@ def test_jpeg_corrupt_in_the_middle_stops_when_loaded(tmp_path):
     index = [info['id'] for info in dataset.data_infos].index(214704)
     with pytest.raises(ImageFileError) as error:
         dataset[index]
-    assert str(error.value) == (
-        f'{path} (image id 214704 of {DET_ANN}): image file is truncated or '
-        'corrupt (Corrupt JPEG data: premature end of data segment). To '
-        'skip such images in training, set skip_corrupt_images=True in the '
-        'dataset config')
+    assert str(error.value) == corrupt_jpeg_error(path)
 
 
 def test_corrupt_jpeg_is_skipped_and_counted_on_request(tmp_path, caplog):
@@ -349,6 +433,53 @@ def test_corrupt_jpeg_is_skipped_and_counted_on_request(tmp_path, caplog):
         img_prefix=folder, skip_corrupt_images=True, test_mode=True)
     with pytest.raises(ImageFileError, match='premature end of data'):
         test_set[[i['id'] for i in test_set.data_infos].index(214704)]
+
+
+def count_decodes(monkeypatch):
+    """Count the full and the 1/8-size strict decodes and OpenCV's."""
+    counts = dict(strict=0, opencv=0)
+
+    def counted(function, key):
+        def wrapper(*args, **kwargs):
+            counts[key] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(data_checks.simplejpeg, 'decode_jpeg',
+                        counted(data_checks.simplejpeg.decode_jpeg, 'strict'))
+    monkeypatch.setattr(mmcv, 'imfrombytes',
+                        counted(mmcv.imfrombytes, 'opencv'))
+    return counts
+
+
+def test_opera_loader_decodes_each_image_once_as_opencv_would(monkeypatch):
+    opera_set = build('opera.CocoDataset', DET_ANN,
+                      [dict(type='opera.LoadImageFromFile')])
+    mmdet_set = build('opera.CocoDataset', DET_ANN,
+                      [dict(type='LoadImageFromFile')])
+    counts = count_decodes(monkeypatch)
+    opera_images = [opera_set[i]['img'] for i in range(len(opera_set))]
+    assert counts == dict(strict=8, opencv=0)
+    mmdet_images = [mmdet_set[i]['img'] for i in range(len(mmdet_set))]
+    # The dataset's check (1/8 size) plus OpenCV's decode, per image.
+    assert counts == dict(strict=16, opencv=8)
+    for ours, theirs in zip(opera_images, mmdet_images):
+        assert ours.dtype == np.uint8 and np.array_equal(ours, theirs)
+
+
+def test_opera_loader_names_a_corrupt_jpeg_as_the_check_did(tmp_path):
+    folder, path = corrupt_copy(tmp_path)
+    dataset = build(
+        'opera.CocoDataset', DET_ANN, [dict(type='opera.LoadImageFromFile')],
+        img_prefix=folder)
+    index = [info['id'] for info in dataset.data_infos].index(214704)
+    with pytest.raises(ImageFileError) as error:
+        dataset[index]
+    assert str(error.value) == corrupt_jpeg_error(path)
+    skipping = build(
+        'opera.CocoDataset', DET_ANN, [dict(type='opera.LoadImageFromFile')],
+        img_prefix=folder, skip_corrupt_images=True)
+    assert skipping[index]['filename'] != path  # another image stands in
 
 
 # ---------------------------------------------- 6. datasets without images

@@ -253,3 +253,31 @@ def test_epoch_pause_only_with_loader_workers(tmp_path, monkeypatch,
     reference.run([[torch.stack([ONES[0], 2 * ONES[0]])]], [('train', 1)])
     assert torch.equal(runner.model.linear.weight,
                        reference.model.linear.weight)
+
+
+def damaged_copy(tmp_path, how):
+    """A checkpoint of the toy model cut to half its size, emptied, or
+    replaced by text."""
+    path = save_toy(tmp_path, ToyModel().state_dict())
+    data = open(path, 'rb').read()
+    damaged = dict(half=data[:len(data) // 2], empty=b'', text=b'hello')[how]
+    with open(path, 'wb') as f:
+        f.write(damaged)
+    return path, len(damaged)
+
+
+@pytest.mark.parametrize('how, problem', [
+    ('half', 'a zip archive cut short at {size} bytes (no end record): '
+     'truncated'),
+    ('empty', 'the file is empty (0 bytes)'),
+    ('text', "not a torch checkpoint (starts with b'hell', 5 bytes)"),
+])
+@pytest.mark.parametrize('load', ['load_from', 'resume_from'])
+def test_unreadable_checkpoint_names_the_file_and_the_problem(
+        tmp_path, how, problem, load):
+    path, size = damaged_copy(tmp_path, how)
+    runner = make_runner(tmp_path)
+    with pytest.raises(mmcv_custom.CheckpointReadError) as error:
+        _resume_or_load(runner, Config({load: path}))
+    assert str(error.value).startswith(
+        f'cannot read checkpoint {path}: {problem.format(size=size)}')

@@ -31,6 +31,7 @@ from opera.apis import multi_gpu_test, single_gpu_test, wrap_model
 from opera.apis.train import check_keypoint_layout
 from opera.models import build_detector
 from opera.utils import check_data_paths, init_dist, load_config
+from opera.utils.config_checks import check_test_config
 
 OUTPUT_FLAGS = '--out, --eval, --format-only, --show or --show-dir'
 
@@ -216,6 +217,7 @@ def main():
     """Test a checkpoint as the config and command line describe."""
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
+    check_test_config(cfg, args.config)
     check_data_paths(cfg, ['test'])
     setup_multi_processes(cfg)
     distributed = args.launcher != 'none'

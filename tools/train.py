@@ -11,7 +11,6 @@ import copy
 import os
 import os.path as osp
 import time
-import warnings
 
 import mmcv
 import torch
@@ -26,6 +25,7 @@ from opera.apis import train_model
 from opera.models import build_detector
 from opera.utils import (check_data_paths, get_device, get_root_logger,
                          init_dist, load_config)
+from opera.utils.config_checks import ConfigError, check_config
 
 CUBLAS_WORKSPACE = ':4096:8'
 
@@ -86,11 +86,12 @@ def apply_args(cfg, args):
         cfg.resume_from = args.resume_from
     cfg.auto_resume = args.auto_resume
     if args.auto_scale_lr:
-        if 'base_batch_size' in cfg.get('auto_scale_lr', {}):
-            cfg.auto_scale_lr.enable = True
-        else:
-            warnings.warn('--auto-scale-lr needs auto_scale_lr.'
-                          'base_batch_size in the config; lr not scaled.')
+        if not cfg.get('auto_scale_lr', {}).get('base_batch_size'):
+            raise ConfigError(
+                f'{args.config}: --auto-scale-lr needs auto_scale_lr.'
+                'base_batch_size, the total batch (GPUs x samples_per_gpu) '
+                'the config\'s lr was set for')
+        cfg.auto_scale_lr.enable = True
     cfg.device = get_device()
 
 
@@ -166,6 +167,9 @@ def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
     apply_args(cfg, args)
+    # Before anything is built: a misspelt key stops the run now, not
+    # when its hook first runs.
+    check_config(cfg, args.config)
     if cfg.device == 'cpu':
         # Denormal floats (e.g. Adam's averages of squared tiny gradients,
         # common on batches without objects) make CPU arithmetic many times

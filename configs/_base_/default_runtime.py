@@ -32,5 +32,7 @@ resume_from = None
 workflow = [('train', 1)]
 opencv_num_threads = 0
 mp_start_method = 'fork'
-# enable=True scales lr by (GPUs x samples_per_gpu) / base_batch_size.
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+# enable=True (tools/train.py --auto-scale-lr) scales lr by
+# (GPUs x samples_per_gpu) / base_batch_size. No base_batch_size here: each
+# recipe states the total batch its lr was set for.
+auto_scale_lr = dict(enable=False)

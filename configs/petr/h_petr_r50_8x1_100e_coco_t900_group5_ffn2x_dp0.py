@@ -45,5 +45,7 @@ model = dict(
                             dropout=0.1)
                     ],
                     ffn_cfgs=ffn_2x_dp0)))))
-# 8 GPUs x 1 image, lr unchanged.
+# 8 GPUs x 1 image, lr unchanged (H-PETR's recipe): --auto-scale-lr scales
+# from that batch of 8.
 data = dict(samples_per_gpu=1)
+auto_scale_lr = dict(base_batch_size=8)

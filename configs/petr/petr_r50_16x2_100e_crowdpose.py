@@ -11,3 +11,6 @@ model = dict(
     bbox_head=dict(
         keypoint_layout='crowdpose',
         transformer=dict(refine_decoder=dict(num_layers=3))))
+# The lr is Opera's for 16 GPUs x 2 images; --auto-scale-lr scales from
+# that batch.
+auto_scale_lr = dict(base_batch_size=32)

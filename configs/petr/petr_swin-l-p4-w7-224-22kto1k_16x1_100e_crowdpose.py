@@ -32,3 +32,5 @@ model = dict(
     bbox_head=dict(transformer=dict(decoder=dict(num_layers=6))))
 data = dict(samples_per_gpu=1, workers_per_gpu=1)
 optimizer = dict(lr=1e-4)
+# Opera's lr for 16 GPUs x 1 image; --auto-scale-lr scales from that batch.
+auto_scale_lr = dict(base_batch_size=16)

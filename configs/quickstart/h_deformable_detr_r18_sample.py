@@ -38,7 +38,7 @@ img_norm_cfg = dict(
 img_scale = (320, 256)
 # No augmentation: the point is to fit these images.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='opera.LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='Resize', img_scale=img_scale, keep_ratio=True),
     dict(type='RandomFlip', flip_ratio=0.0),
@@ -48,7 +48,7 @@ train_pipeline = [
     dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'])
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='opera.LoadImageFromFile'),
     dict(
         type='MultiScaleFlipAug',
         img_scale=img_scale,
@@ -83,3 +83,5 @@ log_config = dict(interval=1)
 checkpoint_config = dict(interval=40, max_keep_ckpts=1)
 evaluation = dict(interval=10, save_best=None)
 dist_params = dict(backend='gloo')
+# The lr is set for one process x 2 images.
+auto_scale_lr = dict(base_batch_size=2)

@@ -65,7 +65,7 @@ img_norm_cfg = dict(
 img_scale = (320, 256)
 # No augmentation: the point is to fit these images.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='opera.LoadImageFromFile'),
     dict(
         type='opera.LoadAnnotations',
         with_bbox=True,
@@ -81,7 +81,7 @@ train_pipeline = [
         keys=['img', 'gt_bboxes', 'gt_labels', 'gt_keypoints', 'gt_areas'])
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='opera.LoadImageFromFile'),
     dict(
         type='MultiScaleFlipAug',
         img_scale=img_scale,
@@ -117,3 +117,5 @@ log_config = dict(interval=1)
 checkpoint_config = dict(interval=80, max_keep_ckpts=1)
 evaluation = dict(interval=20, save_best=None)
 dist_params = dict(backend='gloo')
+# The lr is set for one process x 2 images.
+auto_scale_lr = dict(base_batch_size=2)

@@ -10,7 +10,8 @@ does: the config's test pipeline before, the head's post-processing after
 
 The graph has a fixed input size and no padding masks, so the test pipeline
 must turn every image into exactly that size: :func:`fixed_size_pipeline`
-makes it resize each image to (H, W) (aspect ratio not kept).
+makes it resize each image to (H, W) (aspect ratio not kept). The detector
+logs this once, when it is created (:func:`describe_resize`).
 
 onnxruntime and onnx are imported only here, when a file is loaded.
 """
@@ -20,6 +21,7 @@ import os.path as osp
 import torch
 import torch.nn as nn
 
+from opera.utils import get_root_logger
 from .inference import init_model
 from .inference_graph import OUTPUT_NAMES, graph_results
 from .onnx_export import CHECKED_IDENTITY, METADATA_PREFIX, model_identity
@@ -109,6 +111,17 @@ def fixed_size_pipeline(pipeline, input_size):
     return pipeline
 
 
+def describe_resize(onnx_file, input_size):
+    """What the backend does to image sizes, in one line for the log."""
+    height, width = input_size
+    return (f'{onnx_file} takes {height}x{width} (HxW) images only: every '
+            f'image is resized to exactly {width}x{height} (WxH; aspect '
+            "ratio not kept, no padding) instead of the config's test "
+            'scale, and the results are mapped back to its original size; '
+            'accuracy can differ from the PyTorch model '
+            '(docs/deployment.md)')
+
+
 def _is_resize(step):
     return step['type'].split('.')[-1] == 'Resize'
 
@@ -134,6 +147,9 @@ class ONNXRuntimeDetector(nn.Module):
         self.cfg = getattr(detector, 'cfg', None)
         self.session = self._session(num_threads)
         self.output_names = OUTPUT_NAMES[identity['kind']]
+        # Once per run: tools/test.py and the demo create one detector.
+        get_root_logger().warning(
+            describe_resize(onnx_file, self.input_size))
 
     @property
     def CLASSES(self):

@@ -37,10 +37,16 @@ class CocoDataset(MMDetCocoDataset):
       :class:`~opera.datasets.data_checks.ImageFileError` listing them (a
       test-mode dataset may be built to evaluate saved results without its
       images; :meth:`check_image_files` checks it on request);
-    - annotations that are skipped as mmdet does (degenerate boxes) and
-      images that are left out of training are counted in the log;
-    - a dataset without images (none listed, or none left for training)
-      raises ``AnnotationError`` saying why;
+    - annotations that are skipped as mmdet does (degenerate boxes) are
+      counted in the log;
+    - in training, images without a usable annotation (none of the
+      ``classes`` that is neither crowd nor skipped) are counted in the log
+      and left out (``filter_empty_gt=True``, mmdet's default) or kept as
+      images without objects (``filter_empty_gt=False``, the detection
+      recipe, as the official H-Deformable-DETR code);
+    - a dataset without images (none listed, or none left for training),
+      or a training set without any usable annotation, raises
+      ``AnnotationError`` saying why;
     - a pipeline that loads keypoints and then moves the image with a step
       that does not move them raises
       :class:`~opera.datasets.pipelines.KeypointPipelineError`.
@@ -79,10 +85,16 @@ class CocoDataset(MMDetCocoDataset):
         self.skip_corrupt_images = skip_corrupt_images and not self.test_mode
         self._skipped_images = set()
         self._check_not_empty()
+        if not self.test_mode:
+            self._check_has_targets()
         check_keypoint_pipeline(self.pipeline, self.ann_file)
         backend = kwargs.get('file_client_args', {}).get('backend', 'disk')
         # Other backends (object stores) have no cheap existence check.
         self.check_images = check_images and backend == 'disk'
+        # opera.LoadImageFromFile checks the file in its own decode.
+        self.loader_checks_images = any(
+            getattr(step, 'checks_image', False)
+            for step in self.pipeline.transforms)
         if self.check_images and not self.test_mode:
             self.check_image_files()
         self._log_left_out_images()
@@ -155,6 +167,54 @@ class CocoDataset(MMDetCocoDataset):
                 f'{len(self.coco.anns)} annotations skipped: {reason}; ids '
                 f'{examples(ann_ids)}')
 
+    def is_target(self, ann):
+        """Whether ``ann`` becomes a training target: of the ``classes``,
+        neither crowd nor ``ignore``, and not skipped (:meth:`skip_reason`).
+        """
+        return (ann['category_id'] in self.cat_ids
+                and not ann.get('iscrowd', False)
+                and not ann.get('ignore', False) and self.skip_reason(
+                    ann, self.coco.imgs[ann['image_id']]) is None)
+
+    def _filter_imgs(self, min_size=MIN_IMAGE_SIZE):
+        """Indices of the training images: at least ``min_size`` pixels on
+        each side and, with ``filter_empty_gt``, with a usable annotation.
+
+        mmdet's filter keeps an image whose only annotations are crowd or
+        skipped (it then trains as an image without objects); here "empty"
+        means without a target (:meth:`is_target`) whatever the reason.
+        Sets ``self.img_ids`` to the kept images' ids, and counts the
+        images without a target (``images_without_targets``) and the small
+        ones (``small_images``) for the log.
+        """
+        with_targets = {
+            ann['image_id']
+            for ann in self.coco.anns.values() if self.is_target(ann)
+        }
+        self.images_without_targets = sum(
+            info['id'] not in with_targets for info in self.data_infos)
+        self.small_images = sum(
+            min(info['width'], info['height']) < min_size
+            for info in self.data_infos)
+        kept = [
+            index for index, info in enumerate(self.data_infos)
+            if min(info['width'], info['height']) >= min_size and (
+                info['id'] in with_targets or not self.filter_empty_gt)
+        ]
+        self.img_ids = [self.data_infos[index]['id'] for index in kept]
+        return kept
+
+    def _check_has_targets(self):
+        """Raise AnnotationError when no training image has a target:
+        training would run with zero box losses and learn nothing."""
+        if self.images_without_targets < len(self.coco.imgs):
+            return
+        raise AnnotationError(
+            f'{self.ann_file}: none of its {len(self.coco.anns)} annotations '
+            f'is usable for training (of the classes '
+            f'{examples(self.CLASSES)}, not crowd, not skipped; the skipped '
+            'ones are counted in the log above): nothing to train on')
+
     def _check_not_empty(self):
         """Raise AnnotationError when no image is left to train or test on
         (a sampler would otherwise fail without naming the file, or an
@@ -178,13 +238,25 @@ class CocoDataset(MMDetCocoDataset):
             '`classes` of the dataset config')
 
     def _log_left_out_images(self):
-        """Log how many images training leaves out (mmdet's filter)."""
-        left_out = len(self.coco.imgs) - len(self.data_infos)
-        if left_out:
-            get_root_logger().info(
-                f'{self.ann_file}: {left_out} of {len(self.coco.imgs)} '
-                'images are not used for training (no usable annotation, '
-                f'or smaller than {MIN_IMAGE_SIZE} pixels)')
+        """Log how many training images have no target, and whether they
+        are left out or kept (``filter_empty_gt``), and how many are too
+        small."""
+        if self.test_mode:
+            return
+        total = len(self.coco.imgs)
+        logger = get_root_logger()
+        if self.images_without_targets:
+            fate = ('left out of training (filter_empty_gt=True)'
+                    if self.filter_empty_gt else 'kept for training as '
+                    'images without objects (filter_empty_gt=False)')
+            logger.info(
+                f'{self.ann_file}: {self.images_without_targets} of {total} '
+                'images have no usable annotation of the classes (none, '
+                f'crowd only or skipped only): {fate}')
+        if self.small_images:
+            logger.info(f'{self.ann_file}: {self.small_images} of {total} '
+                        f'images are smaller than {MIN_IMAGE_SIZE} pixels: '
+                        'left out of training')
 
     def check_metrics(self, metrics):
         """Raise KeyError if ``evaluate`` cannot compute one of ``metrics``
@@ -219,6 +291,7 @@ class CocoDataset(MMDetCocoDataset):
         ``skip_corrupt_images`` skips."""
         try:
             self._check_image(idx)
+            return super().prepare_train_img(idx)
         except ImageFileError as error:
             if not self.skip_corrupt_images:
                 raise ImageFileError(
@@ -226,7 +299,6 @@ class CocoDataset(MMDetCocoDataset):
                     'skip_corrupt_images=True in the dataset config'
                 ) from error
             return self._skip_image(idx, error)
-        return super().prepare_train_img(idx)
 
     def _skip_image(self, idx, error):
         """Log the first skip of image ``idx``; return None."""
@@ -247,9 +319,18 @@ class CocoDataset(MMDetCocoDataset):
         self._check_image(idx)
         return super().prepare_test_img(idx)
 
+    def pre_pipeline(self, results):
+        """mmdet's, plus ``image_context`` (for messages about the image)
+        when ``results`` has an ``img_info``."""
+        super().pre_pipeline(results)
+        if 'img_info' in results:
+            results['image_context'] = (
+                f'image id {results["img_info"]["id"]} of {self.ann_file}')
+
     def _check_image(self, idx):
-        """Raise ImageFileError if image ``idx`` is missing or broken."""
-        if self.check_images:
+        """Raise ImageFileError if image ``idx`` is missing or broken (not
+        when the pipeline's loader checks it while decoding)."""
+        if self.check_images and not self.loader_checks_images:
             img_info = self.data_infos[idx]
             check_image_file(
                 self.image_path(img_info),

@@ -12,10 +12,18 @@ from xtcocotools.cocoeval import COCOeval as XTCOCOeval
 from opera.core.keypoint import COCO, get_keypoint_layout
 from .builder import DATASETS
 from .coco import DEGENERATE_BOX, CocoDataset
-from .data_checks import check_number_lists
+from .data_checks import (check_number_lists, examples, fail_on_annotation,
+                          keypoints_outside)
 
 NO_KEYPOINTS = 'person without a labelled keypoint (PETR trains on none)'
 NO_AREA = 'person with a non-positive area (OKS is undefined)'
+KEYPOINT_OUTSIDE = ('person with a visible keypoint outside the image '
+                    '(skip_outside_keypoints=True)')
+# How far outside its image a visible keypoint may lie, as a fraction of the
+# image's width / height (labels on the border, rounding). Farther out it is
+# a conversion error: the normalised keypoint loss of such a target is
+# about 100 times the usual one.
+KEYPOINT_MARGIN = 0.1
 RESULTS_FORMAT = (
     'one (bbox_results, keypoint_results) tuple per image, each a list over '
     'classes of [n, 5] arrays (x1, y1, x2, y2, score) and [n, K, 3] arrays '
@@ -40,9 +48,10 @@ class CocoPoseDataset(CocoDataset):
     become ignore regions; boxes narrower or lower than 1 pixel, or outside
     the image, are skipped. Skipped annotations are counted in the log. In
     training (``filter_empty_gt``) only images with at least one non-crowd
-    person with keypoints are kept. The annotation file and the image files
-    are checked as in :class:`opera.datasets.CocoDataset`; keypoint lists
-    must hold 3K finite numbers.
+    person that is not skipped are kept. The annotation file and the image
+    files are checked as in :class:`opera.datasets.CocoDataset`; keypoint
+    lists must hold 3K finite numbers, and a visible keypoint far outside
+    its image stops (or is skipped, see ``skip_outside_keypoints``).
 
     Every keypoint fact of the dataset (K, names, OKS sigmas of the
     keypoint AP, flip pairs for ``RandomFlip``, skeleton for drawing) is
@@ -57,6 +66,10 @@ class CocoPoseDataset(CocoDataset):
             layout name ('coco', 'crowdpose', ...) or a dict defining one
             (see :mod:`opera.core.keypoint.layouts`). Defaults to
             ``KEYPOINT_LAYOUT``.
+        skip_outside_keypoints (bool): A person with a visible keypoint
+            farther than ``KEYPOINT_MARGIN`` (10 %) of the image size
+            outside its image is skipped and counted in a warning; by
+            default such a file stops with an error naming the annotation.
         *args, **kwargs: Those of :class:`opera.datasets.CocoDataset`.
 
     Raises:
@@ -81,7 +94,13 @@ class CocoPoseDataset(CocoDataset):
     # Skipping unlabelled persons is the PETR recipe, not a data problem.
     EXPECTED_SKIPS = (NO_KEYPOINTS, )
 
-    def __init__(self, *args, keypoint_layout=None, **kwargs):
+    def __init__(self,
+                 *args,
+                 keypoint_layout=None,
+                 skip_outside_keypoints=False,
+                 **kwargs):
+        self.skip_outside_keypoints = skip_outside_keypoints
+        self._keypoints_outside = set()  # annotation ids
         self.keypoint_layout = get_keypoint_layout(
             keypoint_layout or self.KEYPOINT_LAYOUT)
         restated = [key for key in self.LAYOUT_FIELDS if key in kwargs]
@@ -135,27 +154,39 @@ class CocoPoseDataset(CocoDataset):
         results['area_fields'] = []
         results['flip_pairs'] = self.flip_pairs
 
-    def _filter_imgs(self, min_size=32):
-        """Drop small images and, in training, images without posed
-        persons."""
-        valid_inds = super()._filter_imgs(min_size)
-        if not self.filter_empty_gt:
-            return valid_inds
-        posed = {
-            ann['image_id']
-            for ann in self.coco.anns.values()
-            if self._num_keypoints(ann) > 0 and not ann.get('iscrowd', 0)
-        }
-        kept = [(i, img_id) for i, img_id in zip(valid_inds, self.img_ids)
-                if img_id in posed]
-        self.img_ids = [img_id for _, img_id in kept]
-        return [i for i, _ in kept]
-
     def check_annotation_dict(self, data):
         """The checks of :class:`CocoDataset`, then the keypoint lists."""
         super().check_annotation_dict(data)
         check_number_lists(data.get('annotations', []), 'keypoints',
                            3 * self.num_keypoints, self.ann_file)
+        self._check_keypoints_inside(data)
+
+    def _check_keypoints_inside(self, data):
+        """Raise AnnotationError at the first person with a visible keypoint
+        outside its image (:func:`~opera.datasets.data_checks.
+        keypoints_outside`), or, with ``skip_outside_keypoints``, note them
+        all for :meth:`skip_reason`."""
+        annotations = data.get('annotations', [])
+        images = {image['id']: image for image in data['images']}
+        found = keypoints_outside(annotations, images, self.num_keypoints,
+                                  KEYPOINT_MARGIN)
+        self._keypoints_outside = {annotations[i]['id'] for i, _ in found}
+        if not found or self.skip_outside_keypoints:
+            return
+        index, keypoint = found[0]
+        ann = annotations[index]
+        x, y = ann['keypoints'][3 * keypoint:3 * keypoint + 2]
+        image = images[ann['image_id']]
+        name = self.keypoint_layout.keypoint_names[keypoint]
+        fail_on_annotation(
+            self.ann_file, index, ann,
+            f'visible keypoint {keypoint} ({name}) at ({x}, {y}) is outside '
+            f'its {image["width"]}x{image["height"]} image by more than '
+            f'{KEYPOINT_MARGIN:.0%} of its size; {len(found)} annotation(s) '
+            f'have such keypoints (ids '
+            f'{examples(sorted(self._keypoints_outside))}). Fix them, or set '
+            'skip_outside_keypoints=True in the dataset config to skip them '
+            '(counted in a warning)')
 
     def skip_reason(self, ann, img_info):
         """Why ``_parse_ann_info`` drops ``ann``, or None (also for crowd
@@ -170,6 +201,8 @@ class CocoPoseDataset(CocoDataset):
             return NO_KEYPOINTS
         if self._instance_area(ann) <= 0:
             return NO_AREA
+        if ann['id'] in self._keypoints_outside:
+            return KEYPOINT_OUTSIDE
         return None
 
     @staticmethod

@@ -6,10 +6,12 @@ pycocotools or a data-loader worker, or a silent change of what is trained
 on. What is checked, and which problems stop a run and which are skipped
 with a count in the log, is listed in docs/reliability.md.
 """
+import io
 import math
 import os
 import warnings
 
+import mmcv
 import numpy as np
 from PIL import Image
 
@@ -32,6 +34,9 @@ TAIL_BYTES = 256
 # each side, at least this many pixels): the entropy decoding, where
 # corruption shows, is complete, and the pixels are not needed.
 JPEG_CHECK_MIN_SIZE = 1
+# An Exif segment sits in the first APP1 marker, right after the start.
+EXIF_MARKER, EXIF_SEARCH_BYTES = b'Exif\x00\x00', 64
+EXIF_ORIENTATION_TAG = 0x0112
 # Examples named in a message about many entries.
 MAX_EXAMPLES = 5
 # Annotations checked per numpy array (bounds the memory used).
@@ -165,6 +170,44 @@ def check_number_lists(annotations, key, length, ann_file):
                                    problem)
 
 
+def keypoints_outside(annotations, images, num_keypoints, margin):
+    """Find visible keypoints outside their image by more than ``margin``.
+
+    A keypoint (x, y, v) with v > 0 is outside when x < -margin x W,
+    x > (1 + margin) x W, or likewise for y and H, W x H being its image's
+    size. The keypoint lists must already be checked
+    (:func:`check_number_lists`).
+
+    Args:
+        annotations (list[dict]): COCO annotations with ``keypoints``.
+        images (dict): Image id -> image entry (``width``, ``height``).
+        num_keypoints (int): K.
+        margin (float): Allowed distance outside, as a fraction of the
+            image's width / height.
+
+    Returns:
+        list[tuple[int, int]]: (annotation index, first keypoint index
+        outside) for each annotation that has one, in file order.
+    """
+    indices = [i for i, ann in enumerate(annotations) if 'keypoints' in ann]
+    found = []
+    for start in range(0, len(indices), CHECK_CHUNK):
+        chunk = indices[start:start + CHECK_CHUNK]
+        # [n, K, 3] keypoints and [n, 1, 2] image sizes (W, H).
+        kpts = np.array([annotations[i]['keypoints'] for i in chunk],
+                        dtype=np.float64).reshape(-1, num_keypoints, 3)
+        sizes = np.array([[
+            images[annotations[i]['image_id']]['width'],
+            images[annotations[i]['image_id']]['height']
+        ] for i in chunk], dtype=np.float64)[:, None, :]
+        xy = kpts[..., :2]
+        outside = ((xy < -margin * sizes) | (xy > (1 + margin) * sizes))
+        outside = outside.any(-1) & (kpts[..., 2] > 0)  # [n, K]
+        for row in np.flatnonzero(outside.any(-1)):
+            found.append((chunk[row], int(np.argmax(outside[row]))))
+    return found
+
+
 def _all_finite_rows(rows, length):
     """Whether ``rows`` are all lists of ``length`` finite numbers."""
     try:
@@ -190,6 +233,17 @@ def _number_list_problem(values, name, length):
     return None
 
 
+def image_where(path, context=''):
+    """An image file and where it comes from, as messages name it."""
+    return f'{path} ({context})' if context else path
+
+
+def unreadable_image(where, error):
+    """The ImageFileError for a file that cannot be opened (OSError)."""
+    return ImageFileError(f'{where}: image file not found or unreadable '
+                          f'({error.strerror})')
+
+
 def check_image_file(path, context=''):
     """Raise if the image at ``path`` is missing, empty, truncated or
     corrupt.
@@ -210,13 +264,11 @@ def check_image_file(path, context=''):
     Raises:
         ImageFileError: Naming the file and the problem.
     """
-    where = f'{path} ({context})' if context else path
+    where = image_where(path, context)
     try:
         size = os.path.getsize(path)
     except OSError as error:
-        raise ImageFileError(
-            f'{where}: image file not found or unreadable '
-            f'({error.strerror})') from error
+        raise unreadable_image(where, error) from error
     if size == 0:
         raise ImageFileError(f'{where}: image file is empty')
     with open(path, 'rb') as f:
@@ -233,6 +285,90 @@ def check_image_file(path, context=''):
         return
     try:
         with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageFileError(f'{where}: image file is truncated or corrupt '
+                             f'({error})') from error
+
+
+def decode_image_checked(data, where, channel_order='bgr'):
+    """Decode image bytes to a colour image, checking them in the same
+    decode.
+
+    A JPEG is decoded once, at full size, by libjpeg-turbo in its strict
+    mode (``simplejpeg``): any libjpeg error or warning is an error, and
+    the pixels are those OpenCV gives (the same library, the same islow
+    IDCT and fancy upsampling). JPEGs that ``simplejpeg`` cannot decode to
+    colour as OpenCV does (CMYK / YCCK, an EXIF orientation to apply) are
+    checked strictly at 1/8 size and decoded by OpenCV. Other formats are
+    checked as :func:`check_image_file` does and decoded by OpenCV.
+
+    Args:
+        data (bytes): The file's content.
+        where (str): The file (and where it comes from), for messages.
+        channel_order (str): 'bgr' or 'rgb'.
+
+    Returns:
+        np.ndarray: [H, W, 3] uint8.
+
+    Raises:
+        ImageFileError: Empty, truncated, corrupt or not an image.
+    """
+    if not data:
+        raise ImageFileError(f'{where}: image file is empty')
+    if data.startswith(JPEG_START) and simplejpeg is not None:
+        image = _decode_jpeg_strictly(data, where, channel_order.upper())
+        if image is not None:
+            return image
+    else:
+        if data.startswith(JPEG_START):
+            _warn_no_strict_jpeg()
+        _check_in_memory(data, where)
+    image = mmcv.imfrombytes(data, flag='color', channel_order=channel_order)
+    if image is None:
+        raise ImageFileError(f'{where}: image file is truncated or corrupt '
+                             '(OpenCV cannot decode it)')
+    return image
+
+
+def _decode_jpeg_strictly(data, where, colorspace):
+    """Full-size strict decode of JPEG bytes into ``colorspace`` ('BGR' /
+    'RGB'); None (after a strict check) where OpenCV must decode."""
+    try:
+        _, _, source_colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as error:
+        raise ImageFileError(f'{where}: image file is truncated or corrupt '
+                             f'({error})') from error
+    if source_colorspace in ('CMYK', 'YCCK') or _exif_orientation(data) > 1:
+        _check_jpeg_data(data, where)
+        return None
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace, strict=True)
+    except ValueError as error:
+        raise ImageFileError(f'{where}: image file is truncated or corrupt '
+                             f'({error})') from error
+
+
+def _exif_orientation(data):
+    """The EXIF orientation of JPEG bytes (1: none), which OpenCV applies.
+
+    Only a file with an Exif (APP1) segment is parsed, by PIL (header only).
+    """
+    if EXIF_MARKER not in data[:EXIF_SEARCH_BYTES]:
+        return 1
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except (OSError, SyntaxError, ValueError):
+        return 1  # the strict decode names the problem
+
+
+def _check_in_memory(data, where):
+    """:func:`check_image_file`'s end-marker / PIL check on bytes."""
+    if _has_end_marker(data[:len(PNG_START)], data[-TAIL_BYTES:]):
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageFileError(f'{where}: image file is truncated or corrupt '

@@ -9,7 +9,7 @@ img_norm_cfg = dict(
 # Short side sampled in [400, 1400], long side capped at 1400.
 train_scales = [(400, 1400), (1400, 1400)]
 train_pipeline = [
-    dict(type='LoadImageFromFile', to_float32=True),
+    dict(type='opera.LoadImageFromFile', to_float32=True),
     dict(
         type='opera.LoadAnnotations',
         with_bbox=True,
@@ -65,7 +65,7 @@ train_pipeline = [
         keys=['img', 'gt_bboxes', 'gt_labels', 'gt_keypoints', 'gt_areas'])
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='opera.LoadImageFromFile'),
     dict(
         type='MultiScaleFlipAug',
         img_scale=(1333, 800),
