@@ -143,14 +143,19 @@ def load_model(cfg, checkpoint_path, dataset, strict=True):
     """Build the detector and load its weights and class names.
 
     A parameter of another shape always stops; missing or unexpected keys
-    stop too unless ``strict`` is False (``--non-strict``).
+    stop too unless ``strict`` is False (``--non-strict``). A checkpoint with
+    EMA weights is evaluated with those (and says so).
     """
     cfg.model.train_cfg = None
     model = build_detector(cfg.model)
     if cfg.get('fp16') is not None:
         wrap_fp16_model(model)
     checkpoint = load_checkpoint_checked(
-        model, checkpoint_path, map_location='cpu', strict=strict)
+        model,
+        checkpoint_path,
+        map_location='cpu',
+        strict=strict,
+        use_ema=True)
     meta = checkpoint.get('meta', {})
     model.CLASSES = meta.get('CLASSES', dataset.CLASSES)
     return model

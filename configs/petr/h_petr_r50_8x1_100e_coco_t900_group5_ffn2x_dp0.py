@@ -45,5 +45,6 @@ model = dict(
                             dropout=0.1)
                     ],
                     ffn_cfgs=ffn_2x_dp0)))))
-# 8 GPUs x 1 image, lr unchanged.
+# 8 GPUs x 1 image, lr unchanged (--auto-scale-lr takes 8 as the base).
 data = dict(samples_per_gpu=1)
+auto_scale_lr = dict(base_batch_size=8)

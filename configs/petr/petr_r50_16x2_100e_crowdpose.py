@@ -11,3 +11,6 @@ model = dict(
     bbox_head=dict(
         keypoint_layout='crowdpose',
         transformer=dict(refine_decoder=dict(num_layers=3))))
+# The recipe's batch (--auto-scale-lr scales lr by the effective batch over
+# this).
+auto_scale_lr = dict(base_batch_size=32)
