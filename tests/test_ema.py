@@ -39,12 +39,19 @@ def set_weight(model, value):
         model.linear.bias.fill_(value)
 
 
-def test_averages_follow_the_momentum():
+def averaged_toy(start, **hook_args):
+    """A toy model with all weights ``start`` and an EMAHook started on
+    them (as at iteration 0)."""
     model = ToyRegressor()
-    hook = EMAHook(momentum=0.25)
+    hook = EMAHook(**hook_args)
     hook.attach(model)
-    set_weight(model, 0.)
+    set_weight(model, start)
     hook.before_run(SimpleNamespace(iter=0))
+    return model, hook
+
+
+def test_averages_follow_the_momentum():
+    model, hook = averaged_toy(0., momentum=0.25)
     for iteration, weight in enumerate([4., 8.]):
         set_weight(model, weight)
         hook.after_train_iter(SimpleNamespace(iter=iteration))
@@ -54,11 +61,8 @@ def test_averages_follow_the_momentum():
 
 
 def test_warmup_and_interval():
-    model = ToyRegressor()
-    hook = EMAHook(momentum=0.25, warmup_updates=2, interval=2)
-    hook.attach(model)
-    set_weight(model, 0.)
-    hook.before_run(SimpleNamespace(iter=0))
+    model, hook = averaged_toy(0., momentum=0.25, warmup_updates=2,
+                               interval=2)
     set_weight(model, 4.)
     hook.after_train_iter(SimpleNamespace(iter=0))  # not an update
     assert torch.equal(model.ema_linear_bias, torch.tensor([0.]))
@@ -70,11 +74,7 @@ def test_warmup_and_interval():
 
 
 def test_ema_weights_swaps_in_and_back():
-    model = ToyRegressor()
-    hook = EMAHook(momentum=0.5)
-    hook.attach(model)
-    set_weight(model, 2.)
-    hook.before_run(SimpleNamespace(iter=0))
+    model, hook = averaged_toy(2., momentum=0.5)
     set_weight(model, 6.)
     hook.after_train_iter(SimpleNamespace(iter=0))
     with ema_weights(model) as swapped:
