@@ -111,7 +111,7 @@ class EMAHook(Hook):
     weights). The averages start as the weights of the first iteration
     (after ``load_from``); a resumed run continues those in the checkpoint.
 
-    Use it through the config switch ``ema = dict(momentum=...)`` (see
+    Use it through the config switch ``ema = dict(enable=True, ...)`` (see
     :func:`register_ema`), which adds the buffers before a checkpoint is
     resumed.
 
@@ -177,13 +177,15 @@ def register_ema(runner, ema_cfg, interval=1):
 
     Args:
         runner (BaseRunner): With its model (possibly wrapped).
-        ema_cfg (dict | None): ``EMAHook`` arguments (``momentum``,
-            ``warmup_updates``); None: no EMA.
+        ema_cfg (dict | None): ``enable`` (default True) and the
+            ``EMAHook`` arguments (``momentum``, ``warmup_updates``); None
+            or ``enable=False``: no EMA.
         interval (int): Iterations per optimizer update.
     """
-    if ema_cfg is None:
+    hook_args = dict(ema_cfg or {})
+    if ema_cfg is None or not hook_args.pop('enable', True):
         return
-    hook = EMAHook(**ema_cfg, interval=interval)
+    hook = EMAHook(**hook_args, interval=interval)
     hook.attach(runner.model)
     # NORMAL: after the optimizer hook's update (ABOVE_NORMAL) and before
     # the evaluation hooks (LOW) of the same iteration.

@@ -1,7 +1,8 @@
-"""EMA of the weights (``ema = dict(momentum=...)``, opera.EMAHook): the
+"""EMA of the weights (``ema = dict(enable=True)``, opera.EMAHook): the
 update rule, checkpoints with both weight sets, resuming, and evaluation
 with the averages (docs/reliability.md, "EMA weights")."""
 import importlib.util
+import logging
 import math
 import pickle
 import sys
@@ -14,7 +15,7 @@ from conftest import REPO_ROOT, run_in_repo, subset_annotations
 from toy_training import ToyRegressor, toy_cfg, trained_toy
 
 import opera  # noqa: F401
-from mmcv_custom import EMAHook, ema_weights
+from mmcv_custom import EMAHook, ema_weights, register_ema
 from opera.apis import init_model
 from opera.models import build_detector
 from opera.utils import load_config
@@ -71,6 +72,22 @@ def test_warmup_and_interval():
     assert hook.momentum_at(0) == pytest.approx(momentum)
     torch.testing.assert_close(model.ema_linear_bias,
                                torch.tensor([4 * momentum]))
+
+
+@pytest.mark.parametrize('enable', [False, True])
+def test_the_switch(enable):
+    hooks = []
+    runner = SimpleNamespace(
+        model=ToyRegressor(),
+        logger=logging.getLogger('ema_test'),
+        register_hook=lambda hook, priority: hooks.append(hook))
+    register_ema(runner, dict(enable=enable, momentum=0.1), interval=2)
+    assert len(hooks) == int(enable)
+    buffers = {k for k in runner.model.state_dict() if k.startswith('ema_')}
+    assert buffers == ({'ema_linear_weight', 'ema_linear_bias'}
+                       if enable else set())
+    if enable:
+        assert hooks[0].momentum == 0.1 and hooks[0].interval == 2
 
 
 def test_ema_weights_swaps_in_and_back():

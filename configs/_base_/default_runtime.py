@@ -33,10 +33,11 @@ load_from = None
 # (each logged with both shapes); any other shape mismatch still stops.
 # E.g. ['bbox_head.cls_branches.*'] (docs/custom_datasets.md).
 load_from_reinit = []
-# EMA of the weights (opera.EMAHook): e.g. ema = dict(momentum=0.0002).
-# Checkpoints then hold both weight sets; evaluation, tools/test.py, the demo
-# and ONNX export use the EMA ones (docs/reliability.md).
-ema = None
+# EMA of the weights (opera.EMAHook), on with ema = dict(enable=True) or
+# --cfg-options ema.enable=True. Checkpoints then hold both weight sets;
+# evaluation, tools/test.py, the demo and ONNX export use the EMA ones
+# (docs/reliability.md).
+ema = dict(enable=False, momentum=0.0002, warmup_updates=0)
 resume_from = None
 workflow = [('train', 1)]
 opencv_num_threads = 0
