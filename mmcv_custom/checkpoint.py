@@ -18,11 +18,14 @@ import re
 import pickle
 import shutil
 import zipfile
+from fnmatch import fnmatchcase
 
 from mmcv.parallel import is_module_wrapper
 from mmcv.runner import save_checkpoint
 from mmcv.runner.checkpoint import _load_checkpoint
 from mmcv.utils import print_log
+
+from .ema import is_ema_key, take_ema_weights
 
 # Not '.pth': find_latest_checkpoint globs '*.pth' and must never pick up a
 # file that is still being written.
@@ -144,14 +147,18 @@ def load_checkpoint_checked(model,
                             map_location='cpu',
                             logger=None,
                             strict=False,
-                            revise_keys=DEFAULT_REVISE_KEYS):
+                            revise_keys=DEFAULT_REVISE_KEYS,
+                            reinit=(),
+                            use_ema=False):
     """Load weights into ``model``; a parameter of the wrong shape is an error.
 
     mmcv's ``load_checkpoint`` only logs shape mismatches and trains on with
     those parameters at their initial values. Here they stop the load,
-    each named with both shapes. Missing keys (kept at their initial values)
-    and unexpected keys (ignored) are listed in a warning, or raised with
-    ``strict``.
+    each named with both shapes, unless a ``reinit`` pattern names them (to
+    fine-tune on other classes or keypoints): the entries it matches are not
+    loaded, keep the model's current (initial) values, and are logged with
+    both shapes. Missing keys (kept at their initial values) and unexpected
+    keys (ignored) are listed in a warning, or raised with ``strict``.
 
     Args:
         model (nn.Module): Model, possibly inside a DataParallel/DDP wrapper.
@@ -161,6 +168,12 @@ def load_checkpoint_checked(model,
         strict (bool): Missing or unexpected keys are errors too.
         revise_keys (Sequence[tuple[str, str]]): ``(pattern, replacement)``
             regex renames applied to the checkpoint keys.
+        reinit (Sequence[str]): ``fnmatch`` patterns (``*`` any characters)
+            over the model's state-dict keys, e.g.
+            ``'bbox_head.cls_branches.*'``; each must match some key.
+        use_ema (bool): If the checkpoint holds EMA weights
+            (``opera.EMAHook``), load those as the model's weights, and say
+            so.
 
     Returns:
         dict: The loaded checkpoint.
@@ -169,7 +182,8 @@ def load_checkpoint_checked(model,
         CheckpointReadError: The file cannot be read (truncated, not a
             checkpoint).
         ValueError: The file holds no state dict, a parameter's shape
-            differs, or (``strict``) keys are missing or unexpected.
+            differs, a ``reinit`` pattern matches nothing, or (``strict``)
+            keys are missing or unexpected.
     """
     checkpoint = read_checkpoint(filename, map_location, logger)
     if not isinstance(checkpoint, dict):
@@ -182,12 +196,57 @@ def load_checkpoint_checked(model,
         }
     if is_module_wrapper(model):
         model = model.module
-    _check_shapes(model.state_dict(), state_dict, filename)
+    model_state = model.state_dict()
+    if use_ema:
+        state_dict = take_ema_weights(state_dict, model_state, filename,
+                                      logger)
+    reinitialised = _keys_to_reinit(model_state, state_dict, reinit,
+                                    filename, logger)
+    state_dict = {
+        key: value
+        for key, value in state_dict.items() if key not in reinitialised
+    }
+    _check_shapes(model_state, state_dict, filename)
     result = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in result.missing_keys if IGNORED_MISSING not in k]
+    # EMA copies absent from the file start from the loaded weights
+    # (opera.EMAHook.before_run).
+    missing = [
+        k for k in result.missing_keys if IGNORED_MISSING not in k
+        and k not in reinitialised and not is_ema_key(k)
+    ]
     _report_key_mismatch(filename, missing, result.unexpected_keys, logger,
                          strict)
     return checkpoint
+
+
+def _keys_to_reinit(model_state, state_dict, patterns, filename, logger):
+    """The model keys that ``patterns`` match, each logged with its shapes.
+
+    Raises:
+        ValueError: A pattern matches no key of the model.
+    """
+    chosen = []
+    for pattern in patterns:
+        matched = [key for key in model_state if fnmatchcase(key, pattern)]
+        if not matched:
+            raise ValueError(
+                f're-initialise pattern {pattern!r} (load_from_reinit) '
+                f'matches no parameter of the model; loading {filename}')
+        chosen += [key for key in matched if key not in chosen]
+    if chosen:
+        lines = [
+            f'{key}: checkpoint {_shape_of(state_dict.get(key))}, model '
+            f'{tuple(model_state[key].shape)}' for key in chosen
+        ]
+        print_log(
+            f'{filename}: {len(chosen)} entries re-initialised, not loaded '
+            '(load_from_reinit):\n  ' + '\n  '.join(lines), logger)
+    return set(chosen)
+
+
+def _shape_of(value):
+    """The shape of a checkpoint entry as a tuple, or 'absent'."""
+    return 'absent' if value is None else tuple(value.shape)
 
 
 def _check_shapes(model_state, state_dict, filename):

@@ -146,7 +146,8 @@ def load_model(cfg, checkpoint_path, dataset, strict=True):
 
     A parameter of another shape always stops; missing or unexpected keys
     stop too unless ``strict`` is False (``--non-strict``); so does a pose
-    model whose keypoint layout is not the test dataset's.
+    model whose keypoint layout is not the test dataset's. A checkpoint with
+    EMA weights is evaluated with those (and says so).
     """
     cfg.model.train_cfg = None
     model = build_detector(cfg.model)
@@ -154,7 +155,11 @@ def load_model(cfg, checkpoint_path, dataset, strict=True):
     if cfg.get('fp16') is not None:
         wrap_fp16_model(model)
     checkpoint = load_checkpoint_checked(
-        model, checkpoint_path, map_location='cpu', strict=strict)
+        model,
+        checkpoint_path,
+        map_location='cpu',
+        strict=strict,
+        use_ema=True)
     meta = checkpoint.get('meta', {})
     model.CLASSES = meta.get('CLASSES', dataset.CLASSES)
     return model

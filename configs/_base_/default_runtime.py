@@ -28,11 +28,22 @@ custom_hooks = [
 dist_params = dict(backend='nccl')
 log_level = 'INFO'
 load_from = None
+# Fine-tuning on other classes / keypoints: fnmatch patterns of the model's
+# parameter names that are re-initialised instead of loaded from load_from
+# (each logged with both shapes); any other shape mismatch still stops.
+# E.g. ['bbox_head.cls_branches.*'] (docs/custom_datasets.md).
+load_from_reinit = []
+# EMA of the weights (opera.EMAHook), on with ema = dict(enable=True) or
+# --cfg-options ema.enable=True. Checkpoints then hold both weight sets;
+# evaluation, tools/test.py, the demo and ONNX export use the EMA ones
+# (docs/reliability.md).
+ema = dict(enable=False, momentum=0.0002, warmup_updates=0)
 resume_from = None
 workflow = [('train', 1)]
 opencv_num_threads = 0
 mp_start_method = 'fork'
-# enable=True (tools/train.py --auto-scale-lr) scales lr by
-# (GPUs x samples_per_gpu) / base_batch_size. No base_batch_size here: each
-# recipe states the total batch its lr was set for.
+# enable=True (tools/train.py --auto-scale-lr) scales lr by the effective
+# batch (processes x samples_per_gpu x optimizer_config.cumulative_iters)
+# over base_batch_size. No base_batch_size here: each recipe states the total
+# batch its lr was set for (docs/get_started.md, "Fewer GPUs").
 auto_scale_lr = dict(enable=False)

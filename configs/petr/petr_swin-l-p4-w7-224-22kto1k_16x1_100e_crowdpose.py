@@ -31,6 +31,8 @@ model = dict(
     neck=dict(in_channels=[384, 768, 1536]),
     bbox_head=dict(transformer=dict(decoder=dict(num_layers=6))))
 data = dict(samples_per_gpu=1, workers_per_gpu=1)
+# 16 GPUs x 1 image (--auto-scale-lr takes 16 as the base).
+auto_scale_lr = dict(base_batch_size=16)
 optimizer = dict(lr=1e-4)
 # Opera's lr for 16 GPUs x 1 image; --auto-scale-lr scales from that batch.
 auto_scale_lr = dict(base_batch_size=16)

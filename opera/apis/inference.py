@@ -46,7 +46,8 @@ def init_model(config,
         strict (bool): Checkpoint keys missing from the model or unexpected
             by it are errors (False: listed in a warning, and the missing
             weights keep their initial values). A weight of another shape
-            is always an error.
+            is always an error. A checkpoint with EMA weights
+            (``opera.EMAHook``) loads those, printing so.
 
     Returns:
         nn.Module: The model, with ``CLASSES`` and its config as ``cfg``
@@ -68,8 +69,8 @@ def init_model(config,
         model.init_weights()
     else:
         meta = load_checkpoint_checked(
-            model, checkpoint, map_location='cpu',
-            strict=strict).get('meta', {})
+            model, checkpoint, map_location='cpu', strict=strict,
+            use_ema=True).get('meta', {})
     model.CLASSES = _class_names(cfg, meta)
     model.cfg = cfg
     return model.to(device).eval()

@@ -8,13 +8,13 @@ import torch
 from mmcv.parallel import MMDataParallel, is_module_wrapper
 from mmcv.runner import (DistSamplerSeedHook, EpochBasedRunner,
                          Fp16OptimizerHook, OptimizerHook, build_runner)
-from mmdet.apis.train import auto_scale_lr
 from mmdet.core import build_optimizer
 from mmdet.datasets import (build_dataloader, build_dataset,
                             replace_ImageToTensor)
 from mmdet.utils import compat_cfg, find_latest_checkpoint
 
 from mmcv_custom.checkpoint import load_checkpoint_checked
+from mmcv_custom.ema import register_ema
 from mmcv_custom.parallel import DeviceAgnosticDDP
 from opera.core.evaluation import DistEvalHook, EvalHook
 from opera.datasets import inner_datasets
@@ -22,6 +22,9 @@ from opera.datasets.data_checks import examples
 from opera.utils import get_device, get_root_logger
 from opera.utils.dist import seed_sync_on_backend_device
 from opera.utils.trackers import tracker_log_config
+from opera.apis.batch_size import (accumulating_optimizer_hook,
+                                   cumulative_iters, log_batch_and_scale_lr,
+                                   schedule_per_update)
 
 
 def wrap_model(model, distributed, find_unused_parameters=False):
@@ -83,7 +86,7 @@ def train_model(model,
     ]
     model = wrap_model(model, distributed,
                        cfg.get('find_unused_parameters', False))
-    auto_scale_lr(cfg, distributed, logger)
+    log_batch_and_scale_lr(cfg, distributed, logger)
     runner = build_runner(
         cfg.runner,
         default_args=dict(
@@ -94,6 +97,8 @@ def train_model(model,
             meta=meta))
     runner.timestamp = timestamp
     _register_training_hooks(runner, cfg, distributed)
+    schedule_per_update(runner, cumulative_iters(cfg))
+    register_ema(runner, cfg.get('ema'), cumulative_iters(cfg))
     if validate:
         _register_eval_hook(runner, cfg, distributed)
     _resume_or_load(runner, cfg)
@@ -203,7 +208,11 @@ def _build_train_loader(dataset, cfg, distributed):
 
 
 def _optimizer_hook(cfg, distributed):
-    """Return the optimizer hook (or its config) for fp16 or fp32."""
+    """Return the optimizer hook (or its config) for fp16 or fp32; mmcv's
+    accumulating ones when ``optimizer_config`` has ``cumulative_iters``."""
+    accumulating = accumulating_optimizer_hook(cfg, distributed)
+    if accumulating is not None:
+        return accumulating
     fp16_cfg = cfg.get('fp16', None)
     if fp16_cfg is not None:
         return Fp16OptimizerHook(
@@ -256,7 +265,10 @@ def _resume_or_load(runner, cfg):
     """Resume from (or auto-find) a checkpoint, or load initial weights.
 
     ``load_from`` is checked whatever the runner: a parameter of another
-    shape stops training, missing and unexpected keys are listed. Resuming
+    shape stops training unless a ``load_from_reinit`` pattern names it (it
+    keeps its initial value, logged with both shapes), missing and
+    unexpected keys are listed; a checkpoint's EMA weights, if it has them,
+    are the ones loaded. Resuming
     goes through the runner (``opera.ResumableEpochBasedRunner`` checks the
     same way).
     """
@@ -267,4 +279,8 @@ def _resume_or_load(runner, cfg):
         runner.resume(resume_from)
     elif cfg.get('load_from'):
         load_checkpoint_checked(
-            runner.model, cfg.load_from, logger=runner.logger)
+            runner.model,
+            cfg.load_from,
+            logger=runner.logger,
+            reinit=cfg.get('load_from_reinit', ()),
+            use_ema=True)

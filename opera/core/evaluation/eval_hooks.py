@@ -1,12 +1,15 @@
 """Evaluation hooks that run the inference loops of ``opera.apis``.
 
 Those loops keep pose results intact (mmdet's would mask-encode keypoints)
-and collect distributed results with gloo as well as nccl.
+and collect distributed results with gloo as well as nccl. A model with EMA
+weights (``opera.EMAHook``) is evaluated with those.
 """
 import torch.distributed as dist
 from mmdet.core.evaluation import DistEvalHook as MMDetDistEvalHook
 from mmdet.core.evaluation import EvalHook as MMDetEvalHook
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmcv_custom.ema import ema_weights
 
 
 class EvalHook(MMDetEvalHook):
@@ -18,7 +21,8 @@ class EvalHook(MMDetEvalHook):
             return
         # Imported here: opera.apis imports this module.
         from opera.apis.test import single_gpu_test
-        results = single_gpu_test(runner.model, self.dataloader)
+        with ema_weights(runner.model, runner.logger):
+            results = single_gpu_test(runner.model, self.dataloader)
         self.latest_results = results
         runner.log_buffer.output['eval_iter_num'] = len(self.dataloader)
         key_score = self.evaluate(runner, results)
@@ -42,7 +46,8 @@ class DistEvalHook(MMDetDistEvalHook):
             return
         # Imported here: opera.apis imports this module.
         from opera.apis.test import multi_gpu_test
-        results = multi_gpu_test(runner.model, self.dataloader)
+        with ema_weights(runner.model, runner.logger):
+            results = multi_gpu_test(runner.model, self.dataloader)
         self.latest_results = results
         if runner.rank != 0:
             return

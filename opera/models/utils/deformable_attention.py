@@ -13,6 +13,10 @@ With ``per_image_queries`` (a :class:`.PerImageQueries`) the queries come
 batched per person and the values per image (PETR's refine decoder): the
 persons' queries are regrouped by image, so the value projection runs once
 per image instead of once per person, and sampled back per person.
+
+:meth:`MultiScaleDeformableAttention.locations_and_weights` computes where
+the module samples, for drawing (``tools/analysis_tools/
+draw_sampling_points.py``); mmcv's forward computes the same inline.
 """
 from mmcv.ops import \
     MultiScaleDeformableAttention as MMCVMultiScaleDeformableAttention
@@ -77,6 +81,39 @@ class MultiScaleDeformableAttention(MMCVMultiScaleDeformableAttention):
             spatial_shapes,
             level_start_index,
             **kwargs)
+
+    def locations_and_weights(self, query, reference_points, spatial_shapes):
+        """Where each head samples and with which attention weight: the
+        steps of mmcv's forward before the sampling.
+
+        Args:
+            query (Tensor): [bs, nq, c], query_pos already added.
+            reference_points (Tensor): [bs, nq, num_levels, 2] points (x, y)
+                or [bs, nq, num_levels, 4] boxes (cx, cy, w, h), normalised
+                on each level's (padded) feature map.
+            spatial_shapes (Tensor): [num_levels, 2], (h, w) per level.
+
+        Returns:
+            tuple[Tensor, Tensor]: locations [bs, nq, num_heads, num_levels,
+            num_points, 2] (x, y) normalised like ``reference_points``, and
+            weights [bs, nq, num_heads, num_levels, num_points] (a softmax
+            over each head's levels and points).
+        """
+        bs, num_query, _ = query.shape
+        shape = (bs, num_query, self.num_heads, self.num_levels,
+                 self.num_points)
+        offsets = self.sampling_offsets(query).view(*shape, 2)
+        weights = self.attention_weights(query).view(
+            bs, num_query, self.num_heads, -1).softmax(-1).view(shape)
+        references = reference_points[:, :, None, :, None]
+        if reference_points.size(-1) == 2:
+            # Offsets are in pixels of each level: (w, h) normalises them.
+            level_size = spatial_shapes.flip(-1)[None, None, None, :, None]
+            return references + offsets / level_size, weights
+        # Offsets are in units of half the box, shared by the points.
+        return (references[..., :2] +
+                offsets / self.num_points * references[..., 2:] * 0.5,
+                weights)
 
     def forward_per_image(self, query, value, identity, query_pos,
                           key_padding_mask, reference_points, spatial_shapes,

@@ -146,13 +146,37 @@ class PoseDeformableAttention(MultiScaleDeformableAttention):
         if not self.batch_first:
             query = query.permute(1, 0, 2)
             value = value.permute(1, 0, 2)
-        bs, num_query, _ = query.shape
         if reference_points.size(-1) != 2 * self.num_points:
             raise ValueError(
                 f'reference poses need {2 * self.num_points} coordinates '
                 f'(num_points keypoints), got {reference_points.size(-1)}')
 
         value = self.project_values(value, key_padding_mask)
+        locations, weights = self.locations_and_weights(
+            query, reference_points)
+
+        output = self.output_proj(
+            self.sample(value, spatial_shapes, level_start_index, locations,
+                        weights))
+        if not self.batch_first:
+            output = output.permute(1, 0, 2)
+        return identity + self.dropout(output)
+
+    def locations_and_weights(self, query, reference_points):
+        """Where each head samples and with which attention weight.
+
+        Args:
+            query (Tensor): [bs, nq, c], query_pos already added.
+            reference_points (Tensor): [bs, nq, num_levels, 2K], see
+                :meth:`forward`.
+
+        Returns:
+            tuple[Tensor, Tensor]: locations [bs, nq, num_heads, num_levels,
+            K, 2] (x, y) normalised on each level's (padded) feature map,
+            and weights [bs, nq, num_heads, num_levels, K] (a softmax over
+            each head's levels and points).
+        """
+        bs, num_query, _ = query.shape
         offsets = self.sampling_offsets(query).view(bs, num_query,
                                                     self.num_heads,
                                                     self.num_levels,
@@ -166,13 +190,7 @@ class PoseDeformableAttention(MultiScaleDeformableAttention):
             reference_points.view(bs, num_query, self.num_levels,
                                   self.num_points, 2), offsets,
             self.offset_scale, self.min_box_size)
-
-        output = self.output_proj(
-            self.sample(value, spatial_shapes, level_start_index, locations,
-                        weights))
-        if not self.batch_first:
-            output = output.permute(1, 0, 2)
-        return identity + self.dropout(output)
+        return locations, weights
 
     def project_values(self, value, key_padding_mask):
         """[bs, num_value, c] -> per-head values [bs, num_value, num_heads,
