@@ -202,10 +202,10 @@ def query_samples(model, image, queries=None, top=3):
 def last_layer_outputs(output):
     """The last decoder layer's class logits [nq, C] and boxes [nq, 4]
     (cx, cy, w, h) or poses [nq, 2K] of the first image, normalised on the
-    image, from a detection head's tuple or a pose head's dict."""
-    if isinstance(output, dict):
-        return output['cls_scores'][-1, 0], output['poses'][-1, 0]
-    return output[0][-1, 0], output[1][-1, 0]
+    image, from a head's named outputs (``bbox_preds`` or ``poses``)."""
+    predictions = output['poses'] if 'poses' in output else output[
+        'bbox_preds']
+    return output['cls_scores'][-1, 0], predictions[-1, 0]
 
 
 def prediction_in_pixels(prediction, meta):
