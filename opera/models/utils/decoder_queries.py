@@ -86,6 +86,10 @@ class DecoderQueries:
                         f'DecoderQueries.cat: group {index} has {name}='
                         f'{size}, the first group {name}={expected} '
                         f'({other!r} after {self!r})')
+        if not others:
+            # No copy: the autograd graph (and so the order in which
+            # gradients are summed) stays that of the queries alone.
+            return self
         return DecoderQueries(
             torch.cat([group.content for group in groups], 1),
             torch.cat([group.position for group in groups], 1),
