@@ -162,11 +162,9 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
             reg_branches=reg_branches,
             cls_branches=self.cls_branches if self.as_two_stage else None)
-        fixed_groups = []
-        if self.training and targets is not None:
-            queries, fixed_groups = add_fixed_groups(
-                queries, self.group_makers, self.transformer, memory, levels,
-                targets, img_metas)
+        queries, fixed_groups = add_fixed_groups(
+            queries, self.group_makers if self.training else (),
+            self.transformer, memory, levels, targets, img_metas)
         states, references = self.transformer.forward_decoder(
             queries,
             memory,

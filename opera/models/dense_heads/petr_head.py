@@ -233,11 +233,9 @@ class PETRHead(BaseModule):
             proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
             kpt_branches=self.kpt_branches,
             cls_branches=self.cls_branches)
-        fixed_groups = []
-        if self.training and targets is not None:
-            queries, fixed_groups = add_fixed_groups(
-                queries, self.group_makers, self.transformer, memory, levels,
-                targets, img_metas)
+        queries, fixed_groups = add_fixed_groups(
+            queries, self.group_makers if self.training else (),
+            self.transformer, memory, levels, targets, img_metas)
         states, poses = self.transformer.forward_decoder(
             queries,
             memory,

@@ -208,13 +208,16 @@ def add_fixed_groups(queries, makers, transformer, memory, levels, targets,
             (nothing to add, e.g. a batch without objects).
         transformer, memory, levels: The transformer and its ``encode``
             output.
-        targets (dict): The batch's ground truth.
+        targets (dict | None): The batch's ground truth (None: no groups,
+            as at test time).
         img_metas (list[dict]): Per image.
 
     Returns:
         tuple[DecoderQueries, list[FixedTargetGroup]]: All queries for
         ``forward_decoder``, and the groups in query order.
     """
+    if targets is None:
+        return queries, []
     groups = [
         maker(transformer, memory, levels, targets, img_metas)
         for maker in makers
