@@ -40,7 +40,8 @@ TOP_LEVEL_KEYS = (
     'model', 'data', 'optimizer', 'optimizer_config', 'lr_config',
     'momentum_config', 'checkpoint_config', 'log_config', 'custom_hooks',
     'evaluation', 'runner', 'workflow', 'dist_params', 'log_level',
-    'load_from', 'resume_from', 'auto_resume', 'work_dir', 'gpu_ids', 'seed',
+    'load_from', 'load_from_reinit', 'ema', 'resume_from', 'auto_resume',
+    'work_dir', 'gpu_ids', 'seed',
     'device', 'auto_scale_lr', 'fp16', 'opencv_num_threads',
     'mp_start_method', 'find_unused_parameters', 'data_root')
 # How close (difflib ratio) an unknown top-level name must be to a known
