@@ -244,11 +244,18 @@ def main(argv=None):
     parser.add_argument('--cuda-ops', default='auto',
                         choices=('auto', 'yes', 'no'))
     args = parser.parse_args(argv)
+    machine = probe()
     try:
-        print(decide(probe(), args.cuda_ops).shell())
+        plan = decide(machine, args.cuda_ops)
     except PlanError as error:
         print(f'install.sh: {error}', file=sys.stderr)
         return 2
+    if (args.cuda_ops == 'auto' and not machine.gpu_archs
+            and shutil.which('nvidia-smi')):
+        print(f'install.sh: nvidia-smi is here but torch '
+              f'{machine.torch_version} sees no GPU: building CPU ops',
+              file=sys.stderr)
+    print(plan.shell())
     return 0
 
 

@@ -25,7 +25,9 @@
 #   OPERA_CUDA_OPS     auto (default), yes (= --cuda) or no (= --cpu)
 #   TORCH_CUDA_ARCH_LIST GPU architectures to compile for (default: the
 #                      visible GPUs'; required with --cuda and no GPU)
-#   CUDA_HOME          a CUDA toolkit to compile with (default: nvcc on PATH)
+#   CUDA_HOME          a CUDA toolkit to compile with (default: the one with
+#                      the nvcc on PATH, else /usr/local/cuda, else the
+#                      compiler wheels)
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -130,7 +132,8 @@ else
   else
     echo "using cached wheel $wheel"
   fi
-  "${PIP[@]}" --no-deps "$wheel"
+  # --force-reinstall: the same version with CPU ops may be installed.
+  "${PIP[@]}" --no-deps --force-reinstall "$wheel"
   # mmcv's own runtime needs (opencv < 4.11 still supports numpy 1.x).
   "${PIP[@]}" addict packaging Pillow pyyaml "yapf==0.40.1" "opencv-python-headless>=4.5,<4.11" "numpy<2"
 fi
