@@ -58,3 +58,13 @@ def test_quick_halves_the_timed_steps():
     args = gpu_check.parse_args(['--quick'])
     assert (args.iters, args.warmup) == (5, 2)
     assert gpu_check.parse_args([]).input_size == [800, 1216]
+
+
+def test_a_broken_part_becomes_a_failed_row():
+    def broken(dtype):
+        raise RuntimeError(f'no kernel for {dtype}')
+
+    rows = gpu_check.guarded('kernel', broken, 'half')
+    assert len(rows) == 1 and not rows[0]['passed']
+    assert rows[0]['setting'] == 'error: RuntimeError: no kernel for half'
+    assert gpu_check.guarded('kernel', lambda: [1, 2]) == [1, 2]
