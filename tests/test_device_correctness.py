@@ -5,8 +5,8 @@ losses with matching, backward) and test step with every parameter and
 input on the virtual device of ``virtual_device.py``: an op that mixes
 device and host tensors fails as it would on CUDA, the deformable attention
 kernel's arguments must all be on the device, and every device-to-host
-copy and value read is recorded by the line of opera code that made it.
-Outputs must equal the plain CPU run's.
+copy and value read is recorded by the line of opera (or mmdet, mmcv)
+code that made it. Outputs must equal the plain CPU run's.
 """
 from collections import Counter
 
