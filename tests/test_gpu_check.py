@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 from mmcv import ops
+from mmcv.runner import fp16_utils
 
 from conftest import REPO_ROOT, run_in_repo
 
@@ -68,3 +69,44 @@ def test_a_broken_part_becomes_a_failed_row():
     assert len(rows) == 1 and not rows[0]['passed']
     assert rows[0]['setting'] == 'error: RuntimeError: no kernel for half'
     assert gpu_check.guarded('kernel', lambda: [1, 2]) == [1, 2]
+
+
+@pytest.fixture
+def tiny_on_cpu(monkeypatch, single_thread):
+    """The training and speed parts on the CPU with the tiny configs."""
+    monkeypatch.setattr(gpu_check, 'DEVICE', 'cpu')
+    tiny = 'tests/configs/tiny_{}.py'
+    monkeypatch.setattr(gpu_check, 'CONFIGS', {
+        name: tiny.format(name) for name in ('h_deformable_detr', 'petr',
+                                             'h_petr')})
+    gpu_check.CONFIGS['deformable_detr'] = tiny.format('h_deformable_detr')
+    return gpu_check.parse_args(['--input-size', '128', '128', '--iters', '1',
+                                 '--warmup', '0', '--num-boxes', '2'])
+
+
+def test_train_step_rows_on_cpu(tiny_on_cpu, monkeypatch):
+    # mmcv's fp16 decorators enter CUDA autocast, a no-op here: CPU
+    # autocast to fp16 stands in (as in test_performance_fp16.py).
+    monkeypatch.setattr(
+        fp16_utils, 'autocast',
+        lambda enabled=True: torch.autocast('cpu', dtype=torch.float16,
+                                            enabled=enabled))
+    fp32 = gpu_check.train_step_check('h_petr', False, tiny_on_cpu)
+    assert [r['setting'] for r in fp32] == ['fp32', 'fp32 losses vs CPU']
+    assert fp32[0]['passed'] and fp32[0]['value'] > 0
+    # The "GPU" step here is the CPU step: the same losses.
+    assert fp32[1]['value'] == 0 and fp32[1]['passed']
+    fp16 = gpu_check.train_step_check('h_deformable_detr', True, tiny_on_cpu)
+    assert len(fp16) == 1 and fp16[0]['passed']
+
+
+def test_speed_rows_on_cpu(tiny_on_cpu):
+    rows = gpu_check.speed_rows('h_petr', 'petr', tiny_on_cpu)
+    assert [(r['check'], r['unit']) for r in rows] == [
+        ('speed petr', 's'), ('speed petr', 'MiB'), ('speed petr', 'img/s'),
+        ('speed h_petr', 's'), ('speed h_petr', 'MiB'),
+        ('speed h_petr', 'img/s'), ('h_petr / petr', 'ratio'),
+        ('h_petr / petr', 'ratio')]
+    assert all(r['value'] > 0 and r['passed'] for r in rows)
+    assert rows[6]['value'] == pytest.approx(rows[3]['value'] /
+                                             rows[0]['value'])

@@ -3,7 +3,8 @@
     python tools/gpu_check.py [--quick] [--json out.json]
 
 Run it once on a machine with an NVIDIA GPU after ``bash tools/install.sh``
-(about 5 minutes on one modern GPU; ``--quick`` halves the timed steps).
+(sized for under 10 minutes on one modern GPU, not yet run on one;
+``--quick`` halves the timed steps).
 What it checks, in order:
 
 1. mmcv-full's ops were compiled with CUDA (else nothing below can run).
@@ -44,10 +45,6 @@ from statistics import median
 
 import torch
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)),
-                            'analysis_tools'))
-import benchmark  # noqa: E402  (tools/analysis_tools/benchmark.py)
-
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = dict(
     h_deformable_detr='configs/hdetr/h_deformable_detr_r50_two_stage_12ep.py',
@@ -59,6 +56,8 @@ CONFIGS = dict(
 KERNEL_TOLERANCE = {torch.float32: (1e-4, 1e-3), torch.float16: (1e-2, 2e-2)}
 CPU_LOSS_RTOL = 2e-3
 NO_CUDA_EXIT = 2
+# Where the models run; the tests run the training and speed parts on 'cpu'.
+DEVICE = 'cuda'
 
 
 def parse_args(argv=None):
@@ -156,12 +155,21 @@ def row(check, setting, value, limit=None, unit='rel. err', passed=None):
                 limit=limit, passed=bool(passed))
 
 
+def benchmark_tools():
+    """``tools/analysis_tools/benchmark.py``, imported only once CUDA is
+    known to be there (it imports mmdet and opera: seconds spent for nothing
+    on a machine without a GPU)."""
+    sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'analysis_tools'))
+    import benchmark
+    return benchmark
+
+
 def build(name, args, device):
     """Model of ``CONFIGS[name]`` (random weights) and a synthetic batch."""
     spec = argparse.Namespace(seed=0, epoch=0, batch_size=args.batch_size,
                               input_size=args.input_size,
                               num_boxes=args.num_boxes)
-    return benchmark.build_run(osp.join(REPO_ROOT, CONFIGS[name]), None,
+    return benchmark_tools().build_run(osp.join(REPO_ROOT, CONFIGS[name]), None,
                                None, spec, device)
 
 
@@ -184,12 +192,12 @@ def to_device(batch, device):
 def train_step_check(name, fp16, args):
     """Rows for one fp32 or fp16 training step of ``name`` on the GPU."""
     from mmcv.runner import wrap_fp16_model
-    model, batch = build(name, args, 'cuda')
+    model, batch = build(name, args, DEVICE)
     model.train()
     setting = 'fp16' if fp16 else 'fp32'
     if fp16:
         wrap_fp16_model(model)
-    scaler = torch.amp.GradScaler('cuda', init_scale=512., enabled=fp16)
+    scaler = torch.amp.GradScaler(DEVICE, init_scale=512., enabled=fp16)
     losses = model_losses(model, batch)
     scaler.scale(total_loss(losses)).backward()
     finite_losses = all(torch.isfinite(v).all().item()
@@ -217,16 +225,17 @@ def cpu_agreement(name, model, batch, gpu_losses):
 
 def speed_rows(hybrid, base, args):
     """Train-step time, peak memory and test images/s, hybrid vs base."""
+    benchmark = benchmark_tools()
     rows = []
     measured = {}
     for name in (base, hybrid):
-        run_ = build(name, args, 'cuda')
-        train = benchmark.measure(benchmark.train_step, [run_], 'cuda',
+        run_ = build(name, args, DEVICE)
+        train = benchmark.measure(benchmark.train_step, [run_], DEVICE,
                                   args.iters, args.warmup)[0]
         one_image = dict(run_[1], img=run_[1]['img'][:1],
                          img_metas=run_[1]['img_metas'][:1])
         infer = benchmark.measure(benchmark.inference_step,
-                                  [(run_[0], one_image)], 'cuda',
+                                  [(run_[0], one_image)], DEVICE,
                                   2 * args.iters, args.warmup)[0]
         measured[name] = dict(
             step_s=median(r['total'] for r in train),
