@@ -13,11 +13,11 @@ CUDA backend checks it:
   CUDA, and so are host index tensors in indexing ops);
 * factory ops asked for the virtual device (``torch.zeros(...,
   device=x.device)``) make virtual tensors, others make host tensors;
-* copies to the host (``.cpu()``, ``.numpy()`` after it) and reads of a
-  value (``.item()``, ``bool(t)``, ``.tolist()``) are recorded with the
-  line of opera (or mmdet, mmcv) code that caused
-  them, in :attr:`VirtualDevice.host_copies`
-  and :attr:`VirtualDevice.host_reads`.
+* copies to the host (``.cpu()``, ``.tolist()``) and reads of a value
+  (``.item()``, ``bool(t)``, ``float(t)``) are recorded with the line of
+  opera (or mmdet, mmcv) code that made them, in
+  :attr:`VirtualDevice.host_copies` and :attr:`VirtualDevice.host_reads`;
+  ``.numpy()`` fails, as on CUDA.
 
 Values are computed on the CPU exactly as without the mode, so outputs can
 be compared with a plain CPU run.
@@ -90,6 +90,7 @@ def code_line():
 
 
 def asks_for_virtual(kwargs):
+    """Whether an op's ``device=`` argument names the virtual device."""
     device = kwargs.get('device')
     return device is not None and torch.device(device).type == VIRTUAL.type
 
@@ -163,12 +164,15 @@ class VirtualDevice(TorchDispatchMode):
         if to_device:
             unwrapped_kwargs['device'] = torch.device('cpu')
         out = func(*unwrapped_args, **unwrapped_kwargs)
-        if func in COPIES and 'device' in kwargs and not to_device:
-            if on_device:
+        if func in COPIES and (
+                'device' in kwargs and not to_device
+                or func is aten.copy_.default
+                and not isinstance(args[0], VirtualTensor)):
+            if on_device:  # device -> host (host -> host is no copy)
                 self.record_host_copy()
             return out
         if func is aten._local_scalar_dense.default:
-            if self.recording:
+            if on_device and self.recording:
                 self.host_reads.append(code_line())
             return out
         if to_device or on_device:
