@@ -116,7 +116,8 @@ def check_archs(archs, torch_cuda, what):
                 f'{what} {arch_label(arch)} is older than CUDA {torch_cuda} '
                 f'(the CUDA of this torch) supports: it needs '
                 f'sm_{oldest[0]}{oldest[1]} or newer. Use a torch wheel built '
-                f'with an older CUDA for this GPU (see docs/get_started.md).')
+                f'with an older CUDA for this GPU, or install with --cpu for '
+                f'CPU ops only (see docs/get_started.md).')
 
 
 def target_arch_list(machine):
@@ -149,7 +150,8 @@ def compiler(machine):
             f'torch is built with CUDA {machine.torch_cuda} but {found} was '
             f'found, and the installer knows no CUDA compiler wheels for '
             f'{machine.torch_cuda} (it knows {", ".join(NVCC_WHEELS)}): '
-            f'install the CUDA {major}.x toolkit and set CUDA_HOME to it.')
+            f'install the CUDA {major}.x toolkit and set CUDA_HOME to it, or '
+            f'install with --cpu for CPU ops only.')
     cuda_home = os.path.join(machine.site_packages, 'nvidia', f'cu{major}')
     return cuda_home, NVCC_WHEELS[machine.torch_cuda]
 
