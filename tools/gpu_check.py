@@ -169,8 +169,8 @@ def build(name, args, device):
     spec = argparse.Namespace(seed=0, epoch=0, batch_size=args.batch_size,
                               input_size=args.input_size,
                               num_boxes=args.num_boxes)
-    return benchmark_tools().build_run(osp.join(REPO_ROOT, CONFIGS[name]), None,
-                               None, spec, device)
+    config = osp.join(REPO_ROOT, CONFIGS[name])
+    return benchmark_tools().build_run(config, None, None, spec, device)
 
 
 def model_losses(model, batch):
