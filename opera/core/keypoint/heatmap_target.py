@@ -74,7 +74,9 @@ def keypoint_heatmap_target(gt_keypoints,
     drawn = (gt_keypoints[..., 2]
              > 0) & (cells >= 0).all(-1) & (cells[..., 0] < width) & (
                  cells[..., 1] < height)
+    # One device-to-host copy of all cells, not one per keypoint.
+    host_cells = cells.tolist()
     for gt_ind, kpt_ind in drawn.nonzero().tolist():
-        center = cells[gt_ind, kpt_ind].tolist()
-        gen_gaussian_target(heatmap[kpt_ind], center, radii[gt_ind])
+        gen_gaussian_target(heatmap[kpt_ind], host_cells[gt_ind][kpt_ind],
+                            radii[gt_ind])
     return heatmap

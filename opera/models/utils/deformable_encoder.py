@@ -15,6 +15,8 @@ proposals). Each transformer keeps its own parameters (``level_embeds``,
 - ``pos`` [bs, S, c] positional plus level embeddings, or None (no query
   positions in the encoder);
 - ``spatial_shapes`` [L, 2] long, (h, w) of each level;
+- ``level_sizes`` the same as a list of (h, w) ints, for loops on the host
+  (reading ``spatial_shapes`` there would copy it off the GPU);
 - ``level_start_index`` [L] long, where each level starts in S;
 - ``valid_ratios`` [bs, L, 2], the valid (w, h) fraction of each level.
 """
@@ -69,6 +71,7 @@ def flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds, level_embeds):
         mask=torch.cat(masks, 1),
         pos=torch.cat(pos_embeds, 1),
         spatial_shapes=spatial_shapes,
+        level_sizes=[tuple(shape) for shape in shapes],
         level_start_index=level_start_index,
         valid_ratios=torch.stack([valid_ratio(m) for m in mlvl_masks], 1))
 
@@ -84,12 +87,13 @@ def first_level(memory, levels):
         dict: ``levels`` of the first level, ``feat`` [bs, h_0 * w_0, c]
         from ``memory``, no ``pos``.
     """
-    height, width = levels['spatial_shapes'][0].tolist()
+    height, width = levels['level_sizes'][0]
     return dict(
         feat=memory[:, :height * width],
         mask=levels['mask'][:, :height * width],
         pos=None,
         spatial_shapes=levels['spatial_shapes'][:1],
+        level_sizes=levels['level_sizes'][:1],
         level_start_index=levels['level_start_index'][:1],
         valid_ratios=levels['valid_ratios'][:, :1])
 
@@ -108,8 +112,9 @@ def encode(encoder, levels):
     Returns:
         Tensor: memory [bs, S, c].
     """
+    # mmdet loops over the shapes: host ints, no copy off the GPU per level.
     reference_points = MMDetDeformableDetrTransformer.get_reference_points(
-        levels['spatial_shapes'],
+        levels['level_sizes'],
         levels['valid_ratios'],
         device=levels['feat'].device)
     pos = levels['pos']

@@ -212,7 +212,7 @@ class PETRTransformer(EncoderStage, BaseModule):
         mask = levels['mask']
         bs = memory.size(0)
         proposals, start = [], 0
-        for height, width in levels['spatial_shapes'].tolist():
+        for height, width in levels['level_sizes']:
             level_mask = mask[:, start:start + height * width].view(
                 bs, height, width)
             valid_h = (~level_mask[:, :, 0]).sum(1)
@@ -272,7 +272,7 @@ class PETRTransformer(EncoderStage, BaseModule):
         Returns:
             Tensor: [bs, h, w, c] on the first level's grid.
         """
-        height, width = levels['spatial_shapes'][0].tolist()
+        height, width = levels['level_sizes'][0]
         hm_memory = encode(self.hm_encoder, first_level(memory, levels))
         return hm_memory.reshape(memory.size(0), height, width, -1)
 

@@ -248,7 +248,7 @@ class DeformableDetrTransformer(EncoderStage,
 
         num_kept = num_proposals(num_queries, proposal_ranks, levels)
         output_memory, output_proposals = self.gen_encoder_output_proposals(
-            memory, levels['mask'], levels['spatial_shapes'])
+            memory, levels['mask'], levels['level_sizes'])  # host ints
         num_dec = self.decoder.num_layers
         enc_outputs_class = cls_branches[num_dec](output_memory)
         enc_outputs_coord_unact = (
