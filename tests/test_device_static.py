@@ -24,6 +24,9 @@ HOST_TENSORS = {
     'opera/models/utils/hybrid_matching.py proposal_ranks',
     # A parameter's initial value: it moves with the module.
     'opera/models/utils/pose_transformer.py __init__',
+    # Drawing (draw_sampling_points.py): the level fractions are for the
+    # picture, on the host like everything drawn.
+    'opera/core/visualization/sampling_points.py valid_fractions',
 }
 
 
