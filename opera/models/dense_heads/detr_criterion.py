@@ -9,9 +9,11 @@ boxes and an IoU loss in pixels, each normalised by the matched queries.
 """
 import torch
 from mmdet.core import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh, reduce_mean
+# mmdet's builders, as mmdet's DETR head used: the head's config keys
+# resolve as they always did (an unscoped 'HungarianAssigner' is mmdet's).
+from mmdet.core.bbox import build_assigner
 from mmdet.models.builder import build_loss
 
-from opera.core.bbox import build_assigner
 from ..builder import LOSSES
 from ..utils.arguments import require_cfg_keys
 from .set_criterion import SetCriterion, mean_over_gpus

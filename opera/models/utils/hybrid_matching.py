@@ -172,9 +172,10 @@ def build_query_groups(num_query, query_groups=None, split_self_attn=True,
     keys = dict(hybrid_branch_keys or {})
     unknown = sorted(set(keys) - set(HYBRID_BRANCH_KEYS))
     if unknown:
-        raise TypeError(f'the head got unknown argument(s) {unknown} '
-                        f'(misspelt config keys?); its hybrid-branch keys '
-                        f'are {list(HYBRID_BRANCH_KEYS)}')
+        named = ', '.join(f"'{key}'" for key in unknown)
+        raise TypeError(f'the head got an unexpected keyword argument '
+                        f'{named} (misspelt config key?); its hybrid-branch '
+                        f'keys are {list(HYBRID_BRANCH_KEYS)}')
     num_query_one2many = keys.get('num_query_one2many', 0)
     if query_groups is None:
         if num_query_one2many and 'k_one2many' not in keys:
