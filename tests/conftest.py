@@ -5,18 +5,10 @@ import os
 import os.path as osp
 import subprocess
 
-# The reference fixtures (tests/data/*reference*) were computed with AVX2
-# convolution kernels. oneDNN's AVX-512 kernels round differently, and the
-# keyed-weight H-PETR check (test_opera_checkpoints.py) amplifies that to
-# 3e-4 in its scores (measured on an AVX-512/AMX Xeon, with the code of
-# f5e6e2e too). Pinning oneDNN to AVX2 before torch is imported gives every
-# x86 machine the same numbers; test subprocesses inherit it.
-os.environ.setdefault('ONEDNN_MAX_CPU_ISA', 'AVX2')
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 from mmcv.runner import build_optimizer
-from mmdet.datasets import build_dataloader, build_dataset  # noqa: E402
+from mmdet.datasets import build_dataloader, build_dataset
 
 # mmcv config files, not test modules (tiny_petr_flip_test.py matches
 # pytest's *_test.py and is not plain Python: it uses {{_base_.*}}).
