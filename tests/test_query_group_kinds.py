@@ -9,7 +9,8 @@ import opera  # noqa: F401
 from opera.core.hooks import QueryGroupScheduleHook
 from opera.models.utils import (HybridQueryGroups, MultiheadAttention,
                                 QueryGroupMask, build_query_groups)
-from opera.models.utils.fixed_target_groups import FixedTargetGroup
+from opera.models.utils.fixed_target_groups import (FixedTargetGroup,
+                                                GroundTruthQueries)
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -101,6 +102,19 @@ def test_fixed_target_group_checks_its_pairs():
         FixedTargetGroup(Queries(1, 3), [(torch.arange(1), ) * 2] * 2, 'gt')
     with pytest.raises(ValueError, match='address the 3 queries'):
         FixedTargetGroup(Queries(1, 3), [(torch.tensor([3]), ) * 2], 'gt')
+    with pytest.raises(ValueError, match='address the 3 queries'):
+        FixedTargetGroup(Queries(1, 3), [(torch.tensor([-1]), ) * 2], 'gt')
+    # A negative target index would wrap around to the last object.
+    group = FixedTargetGroup(
+        Queries(1, 3), [(torch.tensor([0]), torch.tensor([-1]))], 'gt')
+    batch = dict(gt_labels=[torch.zeros(2)])
+    with pytest.raises(ValueError, match=r'target indices \[-1\] outside'):
+        group.targets_of(batch)
+    group = FixedTargetGroup(
+        Queries(1, 3), [(torch.tensor([0]), torch.tensor([2]))], 'gt')
+    with pytest.raises(ValueError, match="outside the image's 2 targets"):
+        group.targets_of(batch)
+    assert group.targets_of(dict(gt_labels=[torch.zeros(3)]))['gt_labels']
     with pytest.raises(ValueError, match='needs a name'):
         FixedTargetGroup(Queries(1, 3), [(torch.arange(1), ) * 2], '')
 
@@ -171,3 +185,14 @@ def test_schedule_hook_calls_the_detector_set_epoch(caplog):
     ]
     # A model without set_epoch is left alone.
     hook.before_train_iter(Runner(torch.nn.Linear(1, 1), 0))
+
+
+def test_ground_truth_queries_need_a_box_transformer():
+    maker = GroundTruthQueries(num_classes=2, embed_dims=8)
+
+    class PoseTransformer:
+        pass
+
+    targets = dict(gt_bboxes=[torch.zeros(1, 4)], gt_labels=[torch.zeros(1)])
+    with pytest.raises(TypeError, match='queries_from_boxes'):
+        maker(PoseTransformer(), None, None, targets, [dict()])

@@ -61,9 +61,8 @@ class FixedTargetGroup:
             raise ValueError(f'group {name!r}: {len(matches)} match lists '
                              f'for {num_images} images')
         for index, (query_inds, target_inds) in enumerate(matches):
-            if query_inds.shape != target_inds.shape or (
-                    query_inds.numel()
-                    and int(query_inds.max()) >= queries.num_queries):
+            if query_inds.shape != target_inds.shape or not in_range(
+                    query_inds, queries.num_queries):
                 raise ValueError(
                     f'group {name!r}, image {index}: query and target '
                     f'indices must pair up and address the '
@@ -86,9 +85,29 @@ class FixedTargetGroup:
     def num_queries(self):
         return self.queries.num_queries
 
+    def targets_of(self, batch_targets):
+        """The targets its pairs refer to (its own, else the batch's),
+        checked: a negative or too large target index would otherwise pick
+        another object silently (negative indices wrap around)."""
+        targets = batch_targets if self.targets is None else self.targets
+        for index, (_, target_inds) in enumerate(self.matches):
+            num_targets = targets['gt_labels'][index].size(0)
+            if not in_range(target_inds, num_targets):
+                raise ValueError(
+                    f'group {self.name!r}, image {index}: target indices '
+                    f'{target_inds.tolist()} outside the image\'s '
+                    f'{num_targets} targets')
+        return targets
+
     @property
     def suffix(self):
         return f'_{self.name}'
+
+
+def in_range(indices, size):
+    """Whether every index is in [0, size) (True for none)."""
+    return indices.numel() == 0 or (int(indices.min()) >= 0
+                                     and int(indices.max()) < size)
 
 
 def padded_per_image(values, num, fill):
@@ -146,6 +165,12 @@ class GroundTruthQueries(nn.Module):
         Returns:
             FixedTargetGroup | None
         """
+        if not hasattr(transformer, 'queries_from_boxes'):
+            raise TypeError(
+                f'{type(self).__name__} makes box queries, which needs the '
+                f'Deformable-DETR transformer\'s queries_from_boxes; '
+                f'{type(transformer).__name__} has none (remove it from '
+                f'model.bbox_head.fixed_target_groups)')
         boxes, labels = targets['gt_bboxes'], targets['gt_labels']
         num = max(box.size(0) for box in boxes)
         if num == 0:

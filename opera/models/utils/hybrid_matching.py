@@ -506,8 +506,7 @@ class HybridQueryGroups:
                 self._group_losses(losses, group, group_preds, matching_loss))
         for group, group_preds in zip(fixed_groups,
                                       per_group[len(self.groups):]):
-            group_targets = targets if group.targets is None else \
-                group.targets
+            group_targets = group.targets_of(targets)
 
             def given_loss(layer_preds, layer, group=group,
                            group_targets=group_targets):
