@@ -97,6 +97,51 @@ def test_fixed_target_groups_join_the_mask_and_the_split():
                                            [[5, 6, 7, 8]], [[9]]]
 
 
+def test_blocks_of_a_fixed_group_do_not_see_each_other():
+    groups = HybridQueryGroups.hybrid_branch(2)
+    denoising = FixedTargetGroup(
+        Queries(1, 6), [(torch.arange(1), torch.arange(1))], 'dn',
+        sees_matching=True, num_blocks=3)
+    assert denoising.block_sizes == [2, 2, 2]
+    mask = groups.self_attn_mask(2, torch.device('cpu'), [denoising])
+    assert mask.sizes == (2, 2, 2, 2)
+    assert mask.sees == ((), (0, ), (0, ), (0, ))
+    blocked = mask.dense()
+    # Block 1 (queries 4, 5) sees itself and the matching queries only.
+    assert blocked[4].tolist() == [False, False, True, True, False, False,
+                                   True, True]
+    assert blocked[:2, 2:].all()
+    with pytest.raises(ValueError, match='do not make 4 equal blocks'):
+        FixedTargetGroup(Queries(1, 6), [(torch.arange(1), ) * 2], 'dn',
+                         num_blocks=4)
+
+
+def test_fixed_group_adds_its_own_losses_once():
+    groups = HybridQueryGroups.hybrid_branch(1, num_layers=2)
+
+    class Criterion:
+        def match(self, preds, targets, img_metas, num_repeats):
+            return [(torch.arange(1), torch.arange(1))]
+
+        def layer_losses(self, preds, targets, img_metas, matches):
+            return dict(loss_x=preds.sum()), 1, None
+
+    auxiliary = FixedTargetGroup(
+        Queries(1, 2), [(torch.arange(1), torch.arange(1))], 'aux',
+        losses=dict(loss_rpn=torch.tensor(7.)))
+    preds = torch.ones(2, 1, 3)  # layers, bs, 1 matching + 2 group queries
+    losses, _ = groups.loss(Criterion(), (preds, ), dict(gt_labels=[
+        torch.zeros(1)]), [{}], [auxiliary])
+    assert losses['loss_rpn'].item() == 7.
+    assert losses['loss_x_aux'].item() == 2. and losses['loss_x'].item() == 1.
+    clash = FixedTargetGroup(
+        Queries(1, 2), [(torch.arange(1), torch.arange(1))], 'aux',
+        losses=dict(loss_x=torch.tensor(7.)))
+    with pytest.raises(ValueError, match=r"names its own losses \['loss_x'\]"):
+        groups.loss(Criterion(), (preds, ), dict(gt_labels=[torch.zeros(1)]),
+                    [{}], [clash])
+
+
 def test_fixed_target_group_checks_its_pairs():
     with pytest.raises(ValueError, match='2 match lists for 1 images'):
         FixedTargetGroup(Queries(1, 3), [(torch.arange(1), ) * 2] * 2, 'gt')

@@ -44,6 +44,13 @@ class FixedTargetGroup:
         targets (dict | None): Per-image targets the indices refer to, the
             same keys as the batch's ground truth (``gt_bboxes``,
             ``gt_labels``, ...); None: the batch's ground truth.
+        num_blocks (int): The group's queries are this many equal,
+            consecutive blocks that do not see each other in self-attention
+            (DINO's denoising groups); their losses are still the group's
+            one set, normalised over all its supervised queries.
+        losses (dict[str, Tensor] | None): Losses the maker computed itself
+            (an auxiliary head's own), added to the head's losses under
+            these names.
     """
 
     def __init__(self,
@@ -52,10 +59,16 @@ class FixedTargetGroup:
                  name,
                  loss_weight=1.0,
                  sees_matching=False,
-                 targets=None):
+                 targets=None,
+                 num_blocks=1,
+                 losses=None):
         if not name:
             raise ValueError('a fixed-target group needs a name (its loss '
                              'names must differ from the matching groups\')')
+        if num_blocks < 1 or queries.num_queries % num_blocks:
+            raise ValueError(
+                f'group {name!r}: {queries.num_queries} queries do not make '
+                f'{num_blocks} equal blocks')
         num_images = queries.reference.size(0)
         if len(matches) != num_images:
             raise ValueError(f'group {name!r}: {len(matches)} match lists '
@@ -73,13 +86,17 @@ class FixedTargetGroup:
         self.loss_weight = loss_weight
         self.sees_matching = bool(sees_matching)
         self.targets = targets
+        self.num_blocks = int(num_blocks)
+        self.losses = dict(losses or {})
 
     def __repr__(self):
         counts = [q.numel() for q, _ in self.matches]
         return (f'{self.__class__.__name__}(name={self.name!r}, '
                 f'num_queries={self.num_queries}, supervised={counts}, '
                 f'loss_weight={self.loss_weight}, '
-                f'sees_matching={self.sees_matching})')
+                f'sees_matching={self.sees_matching}, '
+                f'num_blocks={self.num_blocks}, '
+                f'losses={sorted(self.losses)})')
 
     @property
     def num_queries(self):
@@ -102,6 +119,11 @@ class FixedTargetGroup:
     @property
     def suffix(self):
         return f'_{self.name}'
+
+    @property
+    def block_sizes(self):
+        """Queries of each self-attention block, in query order."""
+        return [self.num_queries // self.num_blocks] * self.num_blocks
 
 
 def in_range(indices, size):

@@ -354,8 +354,8 @@ class HybridQueryGroups:
                 after them.
             device (torch.device): Where a dense mask is made.
             fixed_groups (Sequence[FixedTargetGroup]): Groups of this batch
-                with given targets; each sees its own queries and, if
-                ``sees_matching``, one way, every matching query.
+                with given targets; each block of one sees its own queries
+                and, if ``sees_matching``, one way, every matching query.
 
         Returns:
             QueryGroupMask | Tensor | None: The groups run as a
@@ -367,11 +367,13 @@ class HybridQueryGroups:
         if len(groups) == 1 and not fixed_groups:
             return None
         matching = tuple(range(len(groups)))
-        mask = QueryGroupMask(
-            [group.num_queries for group in groups] +
-            [group.num_queries for group in fixed_groups],
-            [()] * len(groups) +
-            [matching if group.sees_matching else () for group in fixed_groups])
+        sizes = [group.num_queries for group in groups]
+        sees = [()] * len(groups)
+        for group in fixed_groups:
+            sizes += group.block_sizes
+            sees += [matching if group.sees_matching else ()
+                     ] * group.num_blocks
+        mask = QueryGroupMask(sizes, sees)
         return mask if self.split_self_attn else mask.dense(device)
 
     def proposal_ranks(self, num_queries, device):
@@ -484,7 +486,8 @@ class HybridQueryGroups:
             (no prefix at the last layer), ``loss*`` entries times the
             group's ``loss_weight``; one ``num_matched{suffix}`` per group
             (supervised queries per layer, averaged over layers, for the
-            log); and each group's last-layer ``extra``.
+            log); the fixed-target groups' own ``losses`` as they are; and
+            each group's last-layer ``extra``.
         """
         num_layers = predictions[0].size(0)
         if num_layers != self.num_layers:
@@ -515,6 +518,12 @@ class HybridQueryGroups:
 
             extras.append(
                 self._group_losses(losses, group, group_preds, given_loss))
+        for group in fixed_groups:
+            taken = sorted(set(group.losses) & set(losses))
+            if taken:
+                raise ValueError(f'group {group.name!r} names its own losses '
+                                 f'{taken} as the decoder\'s are named')
+            losses.update(group.losses)
         return losses, extras
 
     def _group_losses(self, losses, group, group_preds, layer_loss):
