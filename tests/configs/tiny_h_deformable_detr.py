@@ -1,10 +1,13 @@
 # The H-Deformable-DETR recipe (hybrid branch, dp0, mixed query selection,
 # look forward twice) at CPU-test size: R18, 2+2 layers, FFN 256,
-# 20 one-to-one + 40 one-to-many queries with K=2, images resized to at most
-# 320x256, no pretrained weights. Tests point data_root at
-# ../shared/data/coco_mini via --cfg-options.
-_base_ = ['../../configs/hdetr/h_deformable_detr_r50_two_stage_12ep.py']
-data_root = 'data/coco/'
+# 20 one-to-one + 40 one-to-many queries with K=2, no pretrained weights;
+# the data of tiny_coco_detection.py.
+_base_ = [
+    '../../configs/_base_/models/h_deformable_detr_r50_two_stage.py',
+    './tiny_coco_detection.py', '../../configs/_base_/schedules/adamw_12e.py',
+    '../../configs/_base_/default_runtime.py'
+]
+auto_scale_lr = dict(base_batch_size=16)
 num_layers = 2
 ffn = dict(feedforward_channels=256)
 model = dict(
@@ -21,49 +24,7 @@ model = dict(
             decoder=dict(
                 num_layers=num_layers,
                 transformerlayers=dict(ffn_cfgs=ffn)))))
-img_norm_cfg = dict(
-    mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', img_scale=(320, 256), keep_ratio=True),
-    dict(type='RandomFlip', flip_ratio=0.0),
-    dict(type='Normalize', **img_norm_cfg),
-    dict(type='Pad', size_divisor=1),
-    dict(type='DefaultFormatBundle'),
-    dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'])
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='MultiScaleFlipAug',
-        img_scale=(320, 256),
-        flip=False,
-        transforms=[
-            dict(type='Resize', keep_ratio=True),
-            dict(type='RandomFlip'),
-            dict(type='Normalize', **img_norm_cfg),
-            dict(type='Pad', size_divisor=1),
-            dict(type='DefaultFormatBundle'),  # batches of any size
-            dict(type='Collect', keys=['img'])
-        ])
-]
-# Train and evaluate on the same images (overfitting / smoke runs).
-data = dict(
-    samples_per_gpu=2,
-    workers_per_gpu=0,
-    train=dict(
-        ann_file=data_root + 'annotations/instances_train2017.json',
-        img_prefix=data_root + 'train2017/',
-        pipeline=train_pipeline),
-    val=dict(
-        ann_file=data_root + 'annotations/instances_train2017.json',
-        img_prefix=data_root + 'train2017/',
-        pipeline=test_pipeline),
-    test=dict(
-        ann_file=data_root + 'annotations/instances_train2017.json',
-        img_prefix=data_root + 'train2017/',
-        pipeline=test_pipeline))
+# Short runs, a log line per iteration, gloo for distributed tests on CPU.
 log_config = dict(interval=1)
 runner = dict(max_epochs=2)
 evaluation = dict(save_best=None)

@@ -38,6 +38,10 @@ class DETRCriterion(SetCriterion):
             loss normaliser (mmdet's DETR: 0 but for a softmax DETRHead).
         sync_cls_avg_factor (bool): Average the class loss normaliser over
             GPUs.
+        class_agnostic_proposals (bool): Train the encoder proposals with
+            every object as one class (Deformable-DETR), or with the
+            objects' classes (DINO); the transformer's
+            ``class_agnostic_proposals``.
     """
 
     BASE_CONFIG = BASE_CONFIG
@@ -49,7 +53,8 @@ class DETRCriterion(SetCriterion):
                  loss_iou=None,
                  assigner=None,
                  bg_cls_weight=0.,
-                 sync_cls_avg_factor=False):
+                 sync_cls_avg_factor=False,
+                 class_agnostic_proposals=True):
         super().__init__()
         require_cfg_keys(
             'DETRCriterion',
@@ -62,6 +67,7 @@ class DETRCriterion(SetCriterion):
         self.num_classes = num_classes
         self.bg_cls_weight = bg_cls_weight
         self.sync_cls_avg_factor = sync_cls_avg_factor
+        self.class_agnostic_proposals = class_agnostic_proposals
         self.assigner = None if assigner is None else build_assigner(assigner)
         # mmdet's keys, so mmdet's loss names (e.g. 'FocalLoss').
         self.loss_cls = build_loss(loss_cls)
@@ -98,7 +104,7 @@ class DETRCriterion(SetCriterion):
             losses.update(
                 self.encoder_losses(outputs['enc_cls'],
                                     outputs['enc_bbox_preds'], targets,
-                                    img_metas))
+                                    img_metas, self.class_agnostic_proposals))
         group_losses, _ = query_groups.loss(
             self, (outputs['cls_scores'], outputs['bbox_preds']), targets,
             img_metas, outputs.get('fixed_groups', ()))

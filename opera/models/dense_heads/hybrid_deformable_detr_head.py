@@ -47,8 +47,13 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             (True) or masked over all queries (False); same outputs.
         fixed_target_groups (list[dict] | None): Makers of query groups
             that come with their targets, joined in training between query
-            selection and the decoder (e.g. ``opera.GroundTruthQueries``;
-            see :mod:`opera.models.utils.fixed_target_groups`).
+            selection and the decoder (e.g. ``opera.GroundTruthQueries``,
+            DINO's ``opera.ContrastiveDenoisingQueries``; see
+            :mod:`opera.models.utils.fixed_target_groups`).
+        share_decoder_branches (bool): One class branch and one box branch
+            for every decoder layer (DINO), the encoder proposals keeping
+            their own; False: one per layer (Deformable-DETR's box
+            refinement).
         num_query_one2many, k_one2many, lambda_one2many: H-DETR's
             hybrid-branch shorthand, in place of ``query_groups`` (see
             ``opera.models.utils.build_query_groups``).
@@ -71,8 +76,15 @@ class HybridDeformableDETRHead(DeformableDETRHead):
                  query_groups=None,
                  split_self_attn=True,
                  fixed_target_groups=None,
+                 share_decoder_branches=False,
                  **kwargs):
         hybrid_branch_keys = pop_hybrid_branch_keys(kwargs)
+        if share_decoder_branches and not (kwargs.get('with_box_refine')
+                                           and kwargs.get('as_two_stage')):
+            raise ValueError('share_decoder_branches=True shares the box '
+                             'refinement branches of a two-stage head: set '
+                             'with_box_refine=True and as_two_stage=True')
+        self.share_decoder_branches = share_decoder_branches
         reject_unknown_arguments(type(self), kwargs)
         require_cfg_keys(
             type(self).__name__, 'model.bbox_head',
@@ -83,7 +95,14 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         # _init_layers (called by the parent) sizes the query embedding.
         self.hybrid = build_query_groups(num_query, query_groups,
                                          split_self_attn, hybrid_branch_keys)
-        super().__init__(*args, num_query=num_query, **kwargs)
+        # mmdet 2.x's DETRHead insists on class loss weight == matching
+        # class cost, which DINO's recipe breaks (1.0 vs 2.0, as DETR's own
+        # code allows); the criterion below builds the assigner, so mmdet's
+        # head gets no train_cfg.
+        train_cfg = kwargs.pop('train_cfg', None)
+        super().__init__(
+            *args, num_query=num_query, train_cfg=None, **kwargs)
+        self.train_cfg = train_cfg
         self.hybrid.bind_decoder(self.transformer.decoder)
         # mmdet's head built the losses and the assigner; the criterion
         # holds them (no weights: the checkpoint layout is the same).
@@ -98,7 +117,9 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             loss_iou=kwargs['loss_iou'],
             assigner=self.train_cfg['assigner'] if self.train_cfg else None,
             bg_cls_weight=self.bg_cls_weight,
-            sync_cls_avg_factor=self.sync_cls_avg_factor)
+            sync_cls_avg_factor=self.sync_cls_avg_factor,
+            class_agnostic_proposals=self.transformer.
+            class_agnostic_proposals)
         self.loss_cls = self.criterion.loss_cls
         self.assigner = self.criterion.assigner
         if self.train_cfg:
@@ -116,6 +137,14 @@ class HybridDeformableDETRHead(DeformableDETRHead):
 
     def _init_layers(self):
         super()._init_layers()
+        if self.share_decoder_branches:
+            # mmdet made one copy per layer; keep the first for every
+            # decoder layer and the last for the encoder proposals.
+            num_dec = self.transformer.decoder.num_layers
+            for name in ('cls_branches', 'reg_branches'):
+                branches = getattr(self, name)
+                setattr(self, name, nn.ModuleList(
+                    [branches[0]] * num_dec + [branches[num_dec]]))
         # One row per query of every group; as wide as the transformer
         # takes it (replacing mmdet's one-stage embedding of num_query rows).
         query_embed_dims = self.transformer.query_embed_dims
@@ -175,12 +204,13 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         init_reference = queries.reference
 
         all_cls_scores, all_bbox_preds = [], []
+        eps = self.transformer.decoder.refine_eps
         for lvl in range(states.shape[0]):
             reference = init_reference if lvl == 0 else references[lvl - 1]
             all_cls_scores.append(self.cls_branches[lvl](states[lvl]))
             all_bbox_preds.append(
                 refine_reference(self.reg_branches[lvl](states[lvl]),
-                                 reference))
+                                 reference, eps))
         all_cls_scores = torch.stack(all_cls_scores)
         all_bbox_preds = torch.stack(all_bbox_preds)
         if enc_coord is not None:

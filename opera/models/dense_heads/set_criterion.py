@@ -97,11 +97,14 @@ class SetCriterion(nn.Module):
             matches.append(matched_pairs(assign_result, gt_labels.size(0)))
         return matches
 
-    def encoder_losses(self, enc_cls, enc_preds, targets, img_metas):
+    def encoder_losses(self, enc_cls, enc_preds, targets, img_metas,
+                       class_agnostic_proposals=True):
         """Losses of the encoder proposals (enc_cls [bs, S, C], enc_preds
-        [bs, S, D]): matched once (K = 1) to the objects as one class,
-        named ``enc_*``."""
-        targets = class_agnostic(targets)
+        [bs, S, D]): matched once (K = 1) to the objects, as one class if
+        ``class_agnostic_proposals`` (Deformable-DETR) or with their
+        classes (DINO), named ``enc_*``."""
+        if class_agnostic_proposals:
+            targets = class_agnostic(targets)
         matches = self.match(enc_cls, enc_preds, targets, img_metas, 1)
         losses, _, _ = self.layer_losses(
             enc_cls, enc_preds, targets, img_metas, matches, proposals=True)

@@ -1,6 +1,8 @@
 from .builder import ATTENTION, TRANSFORMER, TRANSFORMER_LAYER_SEQUENCE
 from .decoder_queries import DecoderQueries
 from .deformable_attention import MultiScaleDeformableAttention
+from .denoising import ContrastiveDenoisingQueries
+from .dino_transformer import DinoTransformer, DinoTransformerDecoder
 from .fixed_target_groups import FixedTargetGroup, GroundTruthQueries
 from .group_attention import MultiheadAttention, QueryGroupMask
 from .hybrid_matching import (HybridQueryGroups, QueryGroup,
@@ -19,6 +21,8 @@ __all__ = [
     'MultiScaleDeformableAttention', 'MultiheadAttention', 'QueryGroupMask',
     'HybridQueryGroups', 'QueryGroup', 'build_query_groups', 'run_layer',
     'DecoderQueries', 'FixedTargetGroup', 'GroundTruthQueries',
+    'ContrastiveDenoisingQueries', 'DinoTransformer',
+    'DinoTransformerDecoder',
     'DeformableDetrTransformer',
     'DeformableDetrTransformerDecoder', 'DetrTransformerEncoder',
     'refine_reference', 'PoseDeformableAttention', 'pose_sampling_locations',

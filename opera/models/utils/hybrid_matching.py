@@ -364,15 +364,16 @@ class HybridQueryGroups:
             (nothing to block).
         """
         groups = self.groups_of(num_queries)
-        if len(groups) == 1 and not fixed_groups:
-            return None
         matching = tuple(range(len(groups)))
         sizes = [group.num_queries for group in groups]
         sees = [()] * len(groups)
         for group in fixed_groups:
-            sizes += group.block_sizes
-            sees += [matching if group.sees_matching else ()
-                     ] * group.num_blocks
+            if group.num_queries:  # a batch without objects may add none
+                sizes += group.block_sizes
+                sees += [matching if group.sees_matching else ()
+                         ] * group.num_blocks
+        if len(sizes) == 1:
+            return None
         mask = QueryGroupMask(sizes, sees)
         return mask if self.split_self_attn else mask.dense(device)
 

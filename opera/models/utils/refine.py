@@ -10,7 +10,7 @@ from mmdet.models.utils.transformer import inverse_sigmoid
 from .layer_checkpoint import run_layer
 
 
-def refine_reference(delta, reference):
+def refine_reference(delta, reference, eps=1e-5):
     """sigmoid(delta + logit(reference)) on the reference's coordinates.
 
     The first R delta dims move the reference's R coordinates in logit
@@ -29,6 +29,8 @@ def refine_reference(delta, reference):
     Args:
         delta (Tensor): [..., D] branch output, D >= R.
         reference (Tensor): [..., R] in [0, 1].
+        eps (float): The logit of the reference is taken clamped to [eps,
+            1 - eps] (Deformable-DETR: 1e-5; DINO: 1e-3).
 
     Returns:
         Tensor: [..., D] in [0, 1], fp32.
@@ -40,7 +42,7 @@ def refine_reference(delta, reference):
     # fp32 even under fp16 training: each layer refines the previous
     # layer's output, and half precision (~1e-3) would add up over layers.
     delta, reference = delta.float(), reference.float()
-    moved = delta[..., :num_coords] + inverse_sigmoid(reference)
+    moved = delta[..., :num_coords] + inverse_sigmoid(reference, eps)
     if delta.size(-1) > num_coords:
         moved = torch.cat([moved, delta[..., num_coords:]], dim=-1)
     return moved.sigmoid()
@@ -87,6 +89,8 @@ def run_refining_layers(layers,
                         self_attn_mask=None,
                         with_cp=False,
                         batch_first=False,
+                        position_of_reference=None,
+                        eps=1e-5,
                         **layer_kwargs):
     """Decoder layers with iterative refinement of each query's reference.
 
@@ -111,6 +115,11 @@ def run_refining_layers(layers,
         with_cp (bool): Checkpoint each layer in training (see
             :func:`.run_layer`).
         batch_first (bool): Collect the layer outputs as [bs, nq, c].
+        position_of_reference (callable | None): Makes every layer's
+            positional queries [nq, bs, c] from its reference scaled to the
+            levels [bs, nq, L, R] (DINO's decoder); None: ``query_pos``
+            in ``layer_kwargs`` serves every layer.
+        eps (float): See :func:`refine_reference`.
         **layer_kwargs: Passed to every layer (``query_pos``, ``value``,
             ``key_padding_mask``, ``spatial_shapes``, ...).
 
@@ -126,17 +135,20 @@ def run_refining_layers(layers,
             'self-attention mask as self_attn_mask=...')
     outputs, references = [], []
     for index, layer in enumerate(layers):
+        scaled = scale_by_valid_ratios(reference, valid_ratios)
+        if position_of_reference is not None:
+            layer_kwargs['query_pos'] = position_of_reference(scaled)
         query = run_layer(
             layer,
             query,
-            reference_points=scale_by_valid_ratios(reference, valid_ratios),
+            reference_points=scaled,
             attn_masks=self_attention_masks(layer, self_attn_mask),
             with_cp=with_cp,
             **layer_kwargs)
         refined = reference
         if branches is not None:
-            refined = refine_reference(branches[index](query.permute(1, 0, 2)),
-                                       reference)
+            refined = refine_reference(
+                branches[index](query.permute(1, 0, 2)), reference, eps)
             reference = refined.detach()
         # Collected after the refinement, in this order: the order in which
         # autograd sums gradients (and so their bits) follows it.

@@ -79,6 +79,9 @@ class DeformableDetrTransformerDecoder(StrictLayerSequence,
             :mod:`.layer_checkpoint`).
     """
 
+    #: Clamp of the references before their logit (Deformable-DETR's).
+    refine_eps = 1e-5
+
     def __init__(self, *args, look_forward_twice=False, with_cp=False,
                  **kwargs):
         super().__init__(*args, **kwargs)
@@ -128,6 +131,7 @@ class DeformableDetrTransformerDecoder(StrictLayerSequence,
             attached=return_predictions or self.look_forward_twice,
             self_attn_mask=self_attn_mask,
             with_cp=self.with_cp,
+            eps=self.refine_eps,
             **kwargs)
         if self.return_intermediate:
             return torch.stack(outputs), torch.stack(references)
@@ -147,6 +151,10 @@ class DeformableDetrTransformer(EncoderStage,
             proposals is chosen per call, so ``two_stage_num_proposals`` is
             not taken.
     """
+
+    #: The encoder proposals are ranked by the first class column and
+    #: trained with every object as that one class.
+    class_agnostic_proposals = True
 
     def __init__(self, mixed_selection=False, **kwargs):
         if 'two_stage_num_proposals' in kwargs:

@@ -1,0 +1,216 @@
+"""DINO's contrastive denoising (CDN) as a fixed-target group.
+
+Every training batch, each ground-truth object gives, in each of G groups,
+a positive query (its box noised within the inner band, supervised by the
+object) and a negative one (noised between the inner and the outer band,
+supervised as background); labels are flipped to a random class with
+probability ``label_noise_ratio / 2``. G = ``dn_number`` // (the batch's
+largest object count), at least 1, so the queries per batch stay about
+2 x ``dn_number``. The groups are blocks that do not see each other, and see
+the matching queries one way (:class:`.FixedTargetGroup`, ``num_blocks``).
+
+The random draws are DINO's own, in its order, on the objects of the batch
+concatenated image after image and copied 2G times (even copies positive,
+odd negative): flip draws [R], new labels for the flipped rows, box signs
+[R, 4] and box magnitudes [R, 4] (R = 2 G N). With the same generator state
+the queries are DINO's, query for query.
+"""
+import torch
+import torch.nn as nn
+from mmdet.core import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
+from mmdet.models.utils.transformer import inverse_sigmoid
+
+from ..builder import MODELS
+from .fixed_target_groups import FixedTargetGroup
+
+# DINO's inverse sigmoid of the noised boxes clamps them this far inside
+# [0, 1], so a box noised onto the border keeps a finite logit (the same
+# clamp as its decoder's, DinoTransformerDecoder.refine_eps).
+BOX_EPS = 1e-3
+
+
+def noised_labels(labels, num_classes, label_noise_ratio):
+    """Labels [R] with each flipped, with probability
+    ``label_noise_ratio / 2``, to a class drawn uniformly (possibly its
+    own). Draws: ``rand`` [R], then ``randint`` [flipped]."""
+    labels = labels.clone()
+    if label_noise_ratio > 0:
+        draws = torch.rand_like(labels.float())
+        flipped = torch.nonzero(draws < label_noise_ratio * 0.5).view(-1)
+        new_labels = torch.randint_like(flipped, 0, num_classes)
+        labels.scatter_(0, flipped, new_labels)
+    return labels
+
+
+def noised_boxes(boxes, negative, box_noise_scale):
+    """Boxes [R, 4] (cx, cy, w, h) in [0, 1] with every corner moved.
+
+    Each corner coordinate moves by ``box_noise_scale`` x half the box's
+    width (x) or height (y) x a signed magnitude in [0, 1) for positive
+    rows and [1, 2) for ``negative`` rows [R] bool; the result is clamped
+    to [0, 1]. Draws: ``randint`` [R, 4] (signs), then ``rand`` [R, 4].
+    """
+    if box_noise_scale <= 0:
+        return boxes
+    corners = bbox_cxcywh_to_xyxy(boxes)
+    half_sizes = boxes[:, 2:].repeat(1, 2) / 2
+    signs = torch.randint_like(boxes, low=0, high=2,
+                               dtype=torch.float32) * 2.0 - 1.0
+    magnitudes = torch.rand_like(boxes)
+    magnitudes[negative] += 1.0
+    corners = corners + magnitudes * signs * half_sizes * box_noise_scale
+    return bbox_xyxy_to_cxcywh(corners.clamp(min=0.0, max=1.0))
+
+
+def normalised_boxes(boxes, img_meta):
+    """[G, 4] (x1, y1, x2, y2) pixels -> (cx, cy, w, h) in [0, 1] of the
+    image's valid area."""
+    h, w = img_meta['img_shape'][:2]
+    return bbox_xyxy_to_cxcywh(boxes / boxes.new_tensor([w, h, w, h]))
+
+
+@MODELS.register_module()
+class ContrastiveDenoisingQueries(nn.Module):
+    """DINO's contrastive denoising queries (see the module docstring).
+
+    Args:
+        num_classes (int): Classes of the head (labels embedded; flipped
+            labels drawn from them).
+        embed_dims (int): Query width.
+        dn_number (int): About half the denoising queries per batch: the
+            groups are ``dn_number`` // (largest object count). DINO: 100.
+        box_noise_scale (float): Corner noise, in half box sizes. DINO:
+            0.4.
+        label_noise_ratio (float): Twice the label flip probability (as
+            DINO defines it). DINO: 0.5.
+        name (str): Loss suffix (``loss_cls_dn``).
+        loss_weight (float): Weight of the denoising losses. DINO: 1.
+    """
+
+    def __init__(self,
+                 num_classes,
+                 embed_dims=256,
+                 dn_number=100,
+                 box_noise_scale=0.4,
+                 label_noise_ratio=0.5,
+                 name='dn',
+                 loss_weight=1.0):
+        super().__init__()
+        if dn_number < 1:
+            raise ValueError(f'dn_number must be >= 1, got {dn_number}')
+        if not 0 <= label_noise_ratio <= 1 or box_noise_scale < 0:
+            raise ValueError(
+                f'label_noise_ratio must be in [0, 1] and box_noise_scale '
+                f'>= 0, got {label_noise_ratio} and {box_noise_scale}')
+        self.num_classes = num_classes
+        self.label_embedding = nn.Embedding(num_classes, embed_dims)
+        self.dn_number = dn_number
+        self.box_noise_scale = box_noise_scale
+        self.label_noise_ratio = label_noise_ratio
+        self.name = name
+        self.loss_weight = loss_weight
+
+    def num_groups(self, max_objects):
+        """Denoising groups for a batch whose largest image has
+        ``max_objects`` objects (> 0)."""
+        return max(self.dn_number // max_objects, 1)
+
+    def forward(self, transformer, memory, levels, targets, img_metas):
+        """The batch's denoising group.
+
+        Args:
+            transformer: Has ``queries_from_boxes(boxes, content)``.
+            memory, levels: The encoder output (unused).
+            targets (dict): ``gt_bboxes`` (per image [G_i, 4] x1y1x2y2
+                pixels) and ``gt_labels`` (per image [G_i]).
+            img_metas (list[dict]): Need ``img_shape``.
+
+        Returns:
+            FixedTargetGroup: [bs, 2 x groups x max G_i] queries, per image
+            in blocks (group 0 positives, group 0 negatives, group 1
+            positives, ...), each of max G_i queries: the image's objects
+            first, then padding (box at the centre, no content,
+            background). Without objects in the batch: no queries (its
+            losses are then 0).
+        """
+        labels = targets['gt_labels']
+        counts = [label.numel() for label in labels]
+        max_objects = max(counts)
+        if max_objects == 0:
+            return self.empty_group(transformer, len(img_metas))
+        num_groups = self.num_groups(max_objects)
+        num_copies = 2 * num_groups
+        objects = sum(counts)
+        all_labels = torch.cat(labels).repeat(num_copies)
+        all_boxes = torch.cat([
+            normalised_boxes(boxes, meta)
+            for boxes, meta in zip(targets['gt_bboxes'], img_metas)
+        ]).repeat(num_copies, 1)
+        copy = torch.arange(num_copies, device=all_boxes.device)
+        negative = (copy % 2 == 1).repeat_interleave(objects)
+
+        # DINO's draw order: labels first, then boxes.
+        content = self.label_embedding(
+            noised_labels(all_labels, self.num_classes,
+                          self.label_noise_ratio))
+        reference = inverse_sigmoid(
+            noised_boxes(all_boxes, negative, self.box_noise_scale),
+            eps=BOX_EPS).sigmoid()
+
+        image, slot = self.object_slots(counts, all_boxes.device)
+        query = (copy * max_objects).repeat_interleave(objects) + slot.repeat(
+            num_copies)
+        image = image.repeat(num_copies)
+        num_queries = num_copies * max_objects
+        bs = len(img_metas)
+        padded_content = content.new_zeros(bs, num_queries, content.size(-1))
+        padded_content[image, query] = content
+        padded_reference = reference.new_full((bs, num_queries, 4), 0.5)
+        padded_reference[image, query] = reference
+        return FixedTargetGroup(
+            transformer.queries_from_boxes(padded_reference, padded_content),
+            self.positive_pairs(counts, num_groups, max_objects,
+                                all_boxes.device),
+            self.name,
+            loss_weight=self.loss_weight,
+            sees_matching=True,
+            num_blocks=num_groups)
+
+    @staticmethod
+    def object_slots(counts, device):
+        """For the batch's objects concatenated: their image [N] and their
+        index within the image [N]."""
+        counts = torch.tensor(counts, device=device)
+        image = torch.repeat_interleave(
+            torch.arange(counts.numel(), device=device), counts)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(image.numel(), device=device) - starts[image]
+        return image, slot
+
+    @staticmethod
+    def positive_pairs(counts, num_groups, max_objects, device):
+        """Per image (query_inds, target_inds): the positive query of each
+        object in each group (group g's positives start at 2 g x
+        ``max_objects``)."""
+        pairs = []
+        for count in counts:
+            targets = torch.arange(count, device=device).repeat(num_groups)
+            starts = torch.arange(
+                num_groups, device=device).repeat_interleave(count)
+            pairs.append((starts * 2 * max_objects + targets, targets))
+        return pairs
+
+    def empty_group(self, transformer, bs):
+        """No queries; the label embedding stays in the graph (so a
+        distributed run finds every parameter used) and the losses are
+        0 under their usual names."""
+        content = self.label_embedding.weight[:0].unsqueeze(0).expand(
+            bs, -1, -1)
+        queries = transformer.queries_from_boxes(content.new_zeros(bs, 0, 4),
+                                                 content)
+        empty = torch.zeros(0, dtype=torch.long, device=content.device)
+        return FixedTargetGroup(
+            queries, [(empty, empty)] * bs,
+            self.name,
+            loss_weight=self.loss_weight,
+            sees_matching=True)
