@@ -170,7 +170,8 @@ def train_iterations(model, cfg, num_iters, loss_parts):
         loss_parts (tuple[str]): Loss names summed per branch, e.g.
             ('cls', 'bbox', 'iou'): the one-to-one branch sums
             ``loss_{part}`` (the last decoder layer), the one-to-many branch
-            ``loss_{part}_one2many`` (when the model has it).
+            ``loss_{part}_one2many`` and the denoising group
+            ``loss_{part}_dn`` (when the model has them).
 
     Returns:
         list[dict]: Per iteration, the sum of each branch's losses.
@@ -193,7 +194,8 @@ def train_iterations(model, cfg, num_iters, loss_parts):
                 branch: sum(losses[f'loss_{part}{suffix}'].item()
                             for part in loss_parts)
                 for branch, suffix in (('one2one', ''),
-                                       ('one2many', '_one2many'))
+                                       ('one2many', '_one2many'),
+                                       ('dn', '_dn'))
                 if f'loss_{loss_parts[0]}{suffix}' in losses
             })
             if len(history) == num_iters:
