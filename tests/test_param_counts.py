@@ -31,6 +31,17 @@ REFERENCE_COUNTS = {
     'hdetr/hybrid_epoch_deformable_detr_r50_two_stage_36ep.py': 47_243_084,
     'hdetr/hybrid_layer_deformable_detr_r50_two_stage_12ep.py': 47_243_084,
     'hdetr/group_detr_deformable_detr_r50_two_stage_12ep.py': 47_243_084,
+    # IDEA-Research/DINO's DINO-4scale R50 with 80 classes trains
+    # 46,662,312 parameters (counted by running its code); here its label
+    # embedding has no unused last row (256 fewer).
+    'dino/dino_r50_4scale_12ep.py': 46_662_056,
+    'dino/dino_r50_4scale_36ep.py': 46_662_056,
+    # + the stride-4 level's input projection (256 x 256 + bias, GN) and a
+    # fifth level in every deformable attention.
+    'dino/dino_r50_5scale_12ep.py': 47_024_680,
+    'dino/dino_swin_large_4scale_12ep.py': 217_221_340,
+    # + 900 one-to-many content queries (900 x 256).
+    'dino/h_dino_r50_4scale_12ep.py': 46_892_456,
     'petr/petr_r50_16x2_100e_coco.py': 43_356_193,
     'petr/h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 46_443_553,
     # One group of the same 1200 queries (hybrid epoch / layer).

@@ -33,15 +33,18 @@ def refine_reference(delta, reference, eps=1e-5):
             1 - eps] (Deformable-DETR: 1e-5; DINO: 1e-3).
 
     Returns:
-        Tensor: [..., D] in [0, 1], fp32.
+        Tensor: [..., D] in [0, 1], fp32 (fp64 for fp64 inputs).
     """
     num_coords = reference.size(-1)
     if delta.size(-1) < num_coords:
         raise ValueError(f'delta {tuple(delta.shape)} has fewer coordinates '
                          f'than reference {tuple(reference.shape)}')
-    # fp32 even under fp16 training: each layer refines the previous
-    # layer's output, and half precision (~1e-3) would add up over layers.
-    delta, reference = delta.float(), reference.float()
+    # At least fp32 even under fp16 training: each layer refines the
+    # previous layer's output, and half precision (~1e-3) would add up over
+    # layers. (fp64 stays fp64.)
+    dtype = torch.promote_types(
+        torch.promote_types(delta.dtype, reference.dtype), torch.float32)
+    delta, reference = delta.to(dtype), reference.to(dtype)
     moved = delta[..., :num_coords] + inverse_sigmoid(reference, eps)
     if delta.size(-1) > num_coords:
         moved = torch.cat([moved, delta[..., num_coords:]], dim=-1)

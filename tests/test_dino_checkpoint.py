@@ -1,0 +1,216 @@
+"""Released DINO checkpoints convert, and give DINO's outputs and losses.
+
+``tests/data/dino_r50_reference_layouts.json.gz`` lists every state-dict
+entry (name and shape) of IDEA-Research/DINO's DINO-4scale R50 (commit
+faa8520): the release (91 classes) and the same model with 80 classes; for
+the decoder's shared branches, saved under one name per layer, which name's
+values they hold. ``dino_r50_reference_outputs.npz`` holds what DINO's code
+computed, in float64, from the weights of ``keyed_weights.py`` (80-class
+layout): its test-time outputs on two random images, and its training
+losses on them with two / one ground-truth boxes, ``torch.manual_seed(0)``
+set right before the forward (its denoising draws then come from that
+state; ours draw the same numbers in the same order). Float64 because the
+keyed weights amplify float32 rounding to ~5e-5 over the six layers, on
+either side.
+"""
+import gzip
+import json
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO_ROOT, run_in_repo
+from keyed_weights import keyed_tensor
+
+import opera  # noqa: F401
+from opera.models import build_detector
+from opera.utils import load_config
+from opera.utils.dino_checkpoint import dino_to_opera
+from opera.utils.hdetr_checkpoint import COCO_CATEGORY_IDS, fill_untracked_bn
+
+DATA = osp.join(REPO_ROOT, 'tests', 'data')
+DINO_R50 = 'dino/dino_r50_4scale_12ep.py'
+IMAGE_SHAPES = [(320, 384), (256, 320)]
+GT_BOXES = [[[20, 30, 200, 180], [150, 60, 370, 300], [40, 200, 120, 310]],
+            [[10, 20, 300, 240]]]
+GT_LABELS = [[3, 17, 0], [56]]
+# DINO's loss names (unweighted) -> ours (weighted) and the weight.
+LOSS_KINDS = {
+    'ce': ('loss_cls', 1.0),
+    'bbox': ('loss_bbox', 5.0),
+    'giou': ('loss_iou', 2.0)
+}
+
+
+def layouts():
+    path = osp.join(DATA, 'dino_r50_reference_layouts.json.gz')
+    with gzip.open(path, 'rt') as f:
+        return json.load(f)
+
+
+def keyed_release(layout, dtype=torch.float32):
+    """A DINO state dict of ``layout`` filled as the reference was: keyed
+    by name, the shared branches by the name that holds their values."""
+    values_from = layout['values_from']
+    return {
+        name: keyed_tensor(values_from.get(name, name),
+                           tuple(shape)).to(dtype)
+        for name, shape in layout['state_dict'].items()
+    }
+
+
+def build():
+    cfg = load_config(
+        osp.join(REPO_ROOT, 'configs', DINO_R50),
+        {'model.backbone.init_cfg': None})
+    return build_detector(cfg.model)
+
+
+@pytest.mark.parametrize('layout', ['dino_release_91_classes',
+                                    'dino_80_classes'])
+def test_release_layout_converts_onto_the_dino_config(layout):
+    released = keyed_release(layouts()[layout])
+    converted, unknown = dino_to_opera(released)
+    assert unknown == []
+    model = build()
+    fill_untracked_bn(converted, model.state_dict())
+    model.load_state_dict(converted, strict=True)
+    head = model.bbox_head
+    # The decoder layers share one branch; the encoder keeps its own.
+    assert head.cls_branches[0] is head.cls_branches[5]
+    assert head.cls_branches[6] is not head.cls_branches[0]
+    # Class rows: the COCO category ids of the 91-row release, in order.
+    rows = list(COCO_CATEGORY_IDS) if '91' in layout else list(range(80))
+    torch.testing.assert_close(
+        head.cls_branches[6].weight,
+        released['transformer.enc_out_class_embed.weight'][rows])
+    torch.testing.assert_close(head.cls_branches[2].bias,
+                               released['class_embed.5.bias'][rows])
+    torch.testing.assert_close(head.group_makers[0].label_embedding.weight,
+                               released['label_enc.weight'][rows])
+    torch.testing.assert_close(head.query_embedding.weight,
+                               released['transformer.tgt_embed.weight'])
+
+
+def reference_batch(dtype):
+    # Drawn in float32 whatever the default dtype, as the reference's were.
+    gen = torch.Generator().manual_seed(0)
+    img = torch.zeros(2, 3, *IMAGE_SHAPES[0], dtype=torch.float32)
+    metas = []
+    for i, (h, w) in enumerate(IMAGE_SHAPES):
+        img[i, :, :h, :w] = torch.randn(
+            3, h, w, generator=gen, dtype=torch.float32)
+        metas.append(
+            dict(
+                img_shape=(h, w, 3),
+                ori_shape=(2 * h, 2 * w, 3),
+                pad_shape=IMAGE_SHAPES[0] + (3, ),
+                batch_input_shape=IMAGE_SHAPES[0],
+                scale_factor=np.full(4, 0.5, np.float32),
+                flip=False))
+    return img.to(dtype), metas
+
+
+def our_loss_name(reference_name):
+    """DINO's ``loss_{kind}[_dn][_{layer}]`` / ``loss_{kind}_interm`` ->
+    ours and the weight ours carries; None for its logging entries."""
+    parts = reference_name.split('_')[1:]
+    if parts[0] not in LOSS_KINDS:
+        return None
+    name, weight = LOSS_KINDS[parts[0]]
+    rest = parts[1:]
+    if rest == ['interm']:
+        return 'enc_' + name, weight
+    if rest[:1] == ['dn']:
+        name, rest = name + '_dn', rest[1:]
+    return (f'd{rest[0]}.' if rest else '') + name, weight
+
+
+@pytest.fixture(scope='module')
+def dino_f64():
+    """Our DINO R50 in float64 with DINO's keyed 80-class weights."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        converted, _ = dino_to_opera(
+            keyed_release(layouts()['dino_80_classes'], torch.float64))
+        model = build()
+        fill_untracked_bn(converted, model.state_dict())
+        model.load_state_dict(converted, strict=True)
+        yield model.double()
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def test_outputs_equal_dino_code(dino_f64):
+    reference = np.load(osp.join(DATA, 'dino_r50_reference_outputs.npz'))
+    img, metas = reference_batch(torch.float64)
+    with torch.no_grad():
+        outputs = dino_f64.eval().bbox_head(dino_f64.extract_feat(img), metas)
+    boxes = outputs['bbox_preds'][-1].numpy()
+    logits = outputs['cls_scores'][-1].numpy()
+    # All 900 queries, in DINO's order (measured: 3e-15 apart).
+    np.testing.assert_allclose(boxes, reference['pred_boxes'], rtol=0,
+                               atol=1e-10)
+    np.testing.assert_allclose(logits.max(-1), reference['pred_logits_max'],
+                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(logits[:, :20],
+                               reference['pred_logits_first20'], rtol=0,
+                               atol=1e-10)
+
+
+def test_training_losses_equal_dino_code(dino_f64):
+    reference = np.load(osp.join(DATA, 'dino_r50_reference_outputs.npz'))
+    img, metas = reference_batch(torch.float64)
+    boxes = [torch.tensor(b, dtype=torch.float64) for b in GT_BOXES]
+    labels = [torch.tensor(label) for label in GT_LABELS]
+    dino_f64.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        losses = dino_f64.forward_train(img, metas, boxes, labels)
+    compared = 0
+    for name, value in zip(reference['loss_names'], reference['loss_values']):
+        ours = our_loss_name(str(name))
+        if ours is None:
+            continue
+        # Measured: class and L1 losses within 3e-8 (mmdet adds float32
+        # eps to the normaliser), GIoU within 2e-6 (DINO's eps 1e-6 on
+        # normalised areas).
+        assert losses[ours[0]].item() / ours[1] == pytest.approx(
+            value, rel=1e-5), (str(name), ours[0])
+        compared += 1
+    # ce / bbox / giou for 6 layers x (matching, denoising) + encoder.
+    assert compared == 39
+
+
+def test_converter_cli_converts_a_release_and_names_what_is_missing(
+        tmp_path):
+    released = keyed_release(layouts()['dino_release_91_classes'])
+    good, bad = tmp_path / 'checkpoint0011_4scale.pth', tmp_path / 'bad.pth'
+    torch.save({'model': released}, good)
+    torch.save({'model': {k: v for k, v in released.items()
+                          if k != 'transformer.tgt_embed.weight'}}, bad)
+    tool = osp.join(REPO_ROOT, 'tools', 'model_converters',
+                    'dino_to_opera.py')
+
+    def convert(src, dst):
+        return run_in_repo([
+            sys.executable, tool, str(src), str(dst), '--config',
+            osp.join(REPO_ROOT, 'configs', DINO_R50)
+        ])
+
+    ok = convert(good, tmp_path / 'opera.pth')
+    assert ok.returncode == 0, ok.stderr
+    converted = torch.load(tmp_path / 'opera.pth', weights_only=False)
+    assert converted['meta'] == dict(
+        layout='dino', converted_from='checkpoint0011_4scale.pth')
+    model = build()
+    model.load_state_dict(converted['state_dict'], strict=True)
+    failed = convert(bad, tmp_path / 'never.pth')
+    assert failed.returncode != 0
+    assert ('missing in checkpoint: bbox_head.query_embedding.weight'
+            in failed.stderr)
+    assert not (tmp_path / 'never.pth').exists()
