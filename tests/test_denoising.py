@@ -203,3 +203,22 @@ def test_dino_test_outputs_do_not_depend_on_denoising(dino):
         for a, b in zip(image_ours, image_theirs):
             assert (a == b).all()
     assert sum(len(a) for a in ours[0]) == 100
+
+
+def test_denoising_group_on_h_deformable_detr():
+    """The same maker on the H-Deformable-DETR head: its queries take
+    their positions from the boxes as two-stage proposals do."""
+    model = build_tiny(
+        f'{REPO_ROOT}/tests/configs/tiny_h_deformable_detr.py',
+        fixed_target_groups=[
+            dict(type='opera.ContrastiveDenoisingQueries', dn_number=10)
+        ]).train()
+    data, targets = inputs((3, 1))
+    with torch.no_grad():
+        outputs = head_outputs(model, data, targets)
+        losses = model.bbox_head.loss(outputs, targets, data['img_metas'])
+    (group, ) = outputs['fixed_groups']
+    assert group.queries.position.shape == (2, 18, 256)
+    assert outputs['bbox_preds'].shape[2] == 60 + 18
+    assert losses['num_matched_dn'].item() == 12
+    assert {'loss_cls_one2many', 'loss_iou_dn'} <= set(losses)
