@@ -226,6 +226,16 @@ def test_converter_cli_converts_a_release_and_names_what_is_missing(
     assert not (tmp_path / 'never.pth').exists()
 
 
+@pytest.fixture
+def float32_default():
+    """float32 models here, whatever the module's float64 fixture left as
+    the default (it restores it only at the module's end)."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(dtype)
+
+
 def keyed_detrex_release():
     """detrex's DINO-R50-4scale state dict, keyed by name; the decoder's
     aliases of the branches hold the branches' values, as in detrex."""
@@ -286,7 +296,7 @@ def test_detrex_layout_has_detrex_names_and_counts():
     assert {k: tuple(released[k].shape) for k in expected} == expected
 
 
-def test_detrex_release_converts_onto_the_detrex_config():
+def test_detrex_release_converts_onto_the_detrex_config(float32_default):
     released = keyed_detrex_release()
     converted, unknown = dino_to_opera(released, layout='detrex')
     assert unknown == []
@@ -328,7 +338,7 @@ def head_outputs(model):
             if isinstance(value, torch.Tensor)]
 
 
-def test_detrex_round_trip_gives_identical_outputs():
+def test_detrex_round_trip_gives_identical_outputs(float32_default):
     def build_tiny(seed):
         torch.manual_seed(seed)
         cfg = load_config(TINY_DINO,
