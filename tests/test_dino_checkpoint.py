@@ -32,6 +32,7 @@ import torch
 
 from conftest import REPO_ROOT, detection_inputs, run_in_repo
 from keyed_weights import keyed_tensor
+from test_hdetr_checkpoint import build as build_perturbed
 
 import opera  # noqa: F401
 from opera.models import build_detector
@@ -339,20 +340,9 @@ def head_outputs(model):
 
 
 def test_detrex_round_trip_gives_identical_outputs(float32_default):
-    def build_tiny(seed):
-        torch.manual_seed(seed)
-        cfg = load_config(TINY_DINO,
-                          {'model.bbox_head.share_decoder_branches': False})
-        model = build_detector(cfg.model)
-        model.init_weights()
-        # Distinct branches and norms, so a swapped key changes outputs.
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if 'norm' in name or 'branches' in name or 'gn' in name:
-                    p.add_(0.1 * torch.randn_like(p))
-        return model.eval()
-
-    source, target = build_tiny(0), build_tiny(1)
+    unshared = {'model.bbox_head.share_decoder_branches': False}
+    source = build_perturbed(0, TINY_DINO, unshared)
+    target = build_perturbed(1, TINY_DINO, unshared)
     converted, unknown = dino_to_opera(
         detrex_dino_from_opera(source.state_dict()), layout='detrex')
     assert unknown == []
