@@ -127,8 +127,10 @@ def dino_to_opera(state_dict,
 
 
 def detrex_dino_from_opera(state_dict):
-    """Write an opera DINO state dict as detrex's DINO saves it: the inverse of ``dino_to_opera(...,
-    layout='detrex')``, with the decoder's aliases of the branches
+    """Write an opera DINO state dict as detrex's DINO saves it.
+
+    The inverse of ``dino_to_opera(..., layout='detrex')``, with the
+    decoder's aliases of the branches
     (``transformer.decoder.{class,bbox}_embed.*``) that detrex's checkpoints
     carry. BatchNorm ``num_batches_tracked`` buffers, which detectron2's
     frozen BatchNorms do not have, are left out.
