@@ -12,27 +12,38 @@ set right before the forward (its denoising draws then come from that
 state; ours draw the same numbers in the same order). Float64 because the
 keyed weights amplify float32 rounding to ~5e-5 over the six layers, on
 either side.
+
+detrex's DINO layout (``layout='detrex'``) is written from our detrex config's
+model by ``detrex_dino_from_opera`` (the conversion rules read backwards)
+rather than stored: detrex needs detectron2 to run, so a stored list would be
+the same rules written down by hand. What anchors it to detrex's code is
+checked by hand: the entry count of each part, counted from detrex's module
+definitions, and names and shapes taken from them.
 """
 import gzip
 import json
 import os.path as osp
+import re
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, run_in_repo
+from conftest import REPO_ROOT, detection_inputs, run_in_repo
 from keyed_weights import keyed_tensor
+from test_hdetr_checkpoint import build as build_perturbed
 
 import opera  # noqa: F401
 from opera.models import build_detector
 from opera.utils import load_config
-from opera.utils.dino_checkpoint import dino_to_opera
+from opera.utils.dino_checkpoint import detrex_dino_from_opera, dino_to_opera
 from opera.utils.hdetr_checkpoint import COCO_CATEGORY_IDS, fill_untracked_bn
 
 DATA = osp.join(REPO_ROOT, 'tests', 'data')
 DINO_R50 = 'dino/dino_r50_4scale_12ep.py'
+DETREX_R50 = 'dino/dino_r50_4scale_12ep_detrex.py'
+TINY_DINO = osp.join(REPO_ROOT, 'tests', 'configs', 'tiny_dino.py')
 IMAGE_SHAPES = [(320, 384), (256, 320)]
 GT_BOXES = [[[20, 30, 200, 180], [150, 60, 370, 300], [40, 200, 120, 310]],
             [[10, 20, 300, 240]]]
@@ -62,9 +73,9 @@ def keyed_release(layout, dtype=torch.float32):
     }
 
 
-def build():
+def build(config=DINO_R50):
     cfg = load_config(
-        osp.join(REPO_ROOT, 'configs', DINO_R50),
+        osp.join(REPO_ROOT, 'configs', config),
         {'model.backbone.init_cfg': None})
     return build_detector(cfg.model)
 
@@ -213,4 +224,158 @@ def test_converter_cli_converts_a_release_and_names_what_is_missing(
     assert failed.returncode != 0
     assert ('missing in checkpoint: bbox_head.query_embedding.weight'
             in failed.stderr)
+    assert not (tmp_path / 'never.pth').exists()
+
+
+@pytest.fixture
+def float32_default():
+    """float32 models here, whatever the module's float64 fixture left as
+    the default (it restores it only at the module's end)."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(dtype)
+
+
+def keyed_detrex_release():
+    """detrex's DINO-R50-4scale state dict, keyed by name; the decoder's
+    aliases of the branches hold the branches' values, as in detrex."""
+    layout = detrex_dino_from_opera(build(DETREX_R50).state_dict())
+    return {
+        name: keyed_tensor(
+            re.sub(r'^transformer\.decoder\.(?=(class|bbox)_embed\.)', '',
+                   name), tuple(value.shape)).float()
+        for name, value in layout.items()
+    }
+
+
+def test_detrex_layout_has_detrex_names_and_counts():
+    released = keyed_detrex_release()
+    parts = {}
+    for name in released:
+        part = name.split('.')[0]
+        if name.startswith(('transformer.decoder.class_embed.',
+                            'transformer.decoder.bbox_embed.')):
+            part = 'aliases'
+        parts[part] = parts.get(part, 0) + 1
+    # Counted from detrex's modules: R50 stem conv + FrozenBN (5), 16
+    # bottlenecks x 3 convs x 5, 4 shortcuts x 5; ChannelMapper 4 x (conv
+    # w, b, GN w, b); transformer: level_embeds, tgt_embed, enc_output (2),
+    # enc_output_norm (2), 6 encoder layers x 16, 6 decoder layers x 22,
+    # ref_point_head (4), norm (2); 7 class (2) and box (6) branches,
+    # label_enc; the decoder's aliases of the 7 + 7 branches.
+    assert parts == dict(backbone=5 + 16 * 15 + 4 * 5, neck=4 * 4,
+                         transformer=6 + 6 * 16 + 6 * 22 + 4 + 2,
+                         class_embed=7 * 2, bbox_embed=7 * 6, label_enc=1,
+                         aliases=7 * 2 + 7 * 6)
+    # Names and shapes from detrex's dino.py, dino_transformer.py,
+    # ChannelMapper and detectron2's ResNet.
+    expected = {
+        'backbone.stem.conv1.norm.running_var': (64, ),
+        'backbone.res2.0.shortcut.weight': (256, 64, 1, 1),
+        'backbone.res5.2.conv3.norm.weight': (2048, ),
+        'neck.convs.2.conv.weight': (256, 2048, 1, 1),
+        'neck.extra_convs.0.conv.weight': (256, 2048, 3, 3),
+        'neck.extra_convs.0.norm.bias': (256, ),
+        'transformer.level_embeds': (4, 256),
+        'transformer.encoder.layers.5.attentions.0.sampling_offsets.weight':
+        (256, 256),
+        'transformer.encoder.layers.0.ffns.0.layers.0.0.weight': (2048, 256),
+        'transformer.decoder.layers.0.attentions.0.attn.in_proj_weight':
+        (768, 256),
+        'transformer.decoder.layers.5.attentions.1.value_proj.bias': (256, ),
+        'transformer.decoder.layers.3.norms.2.weight': (256, ),
+        'transformer.decoder.ref_point_head.layers.0.weight': (256, 512),
+        'transformer.decoder.norm.weight': (256, ),
+        'transformer.tgt_embed.weight': (900, 256),
+        'transformer.enc_output_norm.bias': (256, ),
+        'class_embed.6.weight': (80, 256),
+        'bbox_embed.6.layers.2.weight': (4, 256),
+        'transformer.decoder.class_embed.6.bias': (80, ),
+        'label_enc.weight': (80, 256),
+    }
+    assert {k: tuple(released[k].shape) for k in expected} == expected
+
+
+def test_detrex_release_converts_onto_the_detrex_config(float32_default):
+    released = keyed_detrex_release()
+    converted, unknown = dino_to_opera(released, layout='detrex')
+    assert unknown == []
+    model = build(DETREX_R50)
+    fill_untracked_bn(converted, model.state_dict())
+    model.load_state_dict(converted, strict=True)
+    head = model.bbox_head
+    for i in range(7):
+        # Every branch its own, with detrex's 80 rows in order.
+        assert all(head.cls_branches[i] is not head.cls_branches[j]
+                   for j in range(i))
+        torch.testing.assert_close(head.cls_branches[i].weight,
+                                   released[f'class_embed.{i}.weight'])
+        torch.testing.assert_close(head.reg_branches[i][4].bias,
+                                   released[f'bbox_embed.{i}.layers.2.bias'])
+    assert not torch.equal(head.cls_branches[0].weight,
+                           head.cls_branches[5].weight)
+    torch.testing.assert_close(head.group_makers[0].label_embedding.weight,
+                               released['label_enc.weight'])
+    torch.testing.assert_close(head.query_embedding.weight,
+                               released['transformer.tgt_embed.weight'])
+    torch.testing.assert_close(
+        model.backbone.layer1[0].downsample[1].running_var,
+        released['backbone.res2.0.shortcut.norm.running_var'])
+    torch.testing.assert_close(model.neck.extra_convs[0].gn.weight,
+                               released['neck.extra_convs.0.norm.weight'])
+    # Back to detrex's names: the same entries, the same values.
+    written = detrex_dino_from_opera(model.state_dict())
+    assert list(written) == list(released)
+    assert all(torch.equal(written[k], released[k]) for k in released)
+
+
+def head_outputs(model):
+    inputs = detection_inputs([(96, 128), (64, 96)])
+    with torch.no_grad():
+        outputs = model.bbox_head(
+            model.extract_feat(inputs['img']), inputs['img_metas'])
+    return [(key, value) for key, value in sorted(outputs.items())
+            if isinstance(value, torch.Tensor)]
+
+
+def test_detrex_round_trip_gives_identical_outputs(float32_default):
+    unshared = {'model.bbox_head.share_decoder_branches': False}
+    source = build_perturbed(0, TINY_DINO, unshared)
+    target = build_perturbed(1, TINY_DINO, unshared)
+    converted, unknown = dino_to_opera(
+        detrex_dino_from_opera(source.state_dict()), layout='detrex')
+    assert unknown == []
+    target.load_state_dict(
+        fill_untracked_bn(converted, target.state_dict()), strict=True)
+    ours, theirs = head_outputs(source), head_outputs(target)
+    assert [k for k, _ in theirs] == [
+        'bbox_preds', 'cls_scores', 'enc_bbox_preds', 'enc_cls'
+    ]
+    for (key, a), (_, b) in zip(ours, theirs):
+        assert torch.equal(a, b), key
+
+
+def test_converter_cli_converts_a_detrex_release(tmp_path):
+    src = tmp_path / 'dino_r50_4scale_12ep_49_2AP.pth'
+    torch.save({'model': keyed_detrex_release()}, src)
+    tool = osp.join(REPO_ROOT, 'tools', 'model_converters',
+                    'dino_to_opera.py')
+
+    def convert(config, dst):
+        return run_in_repo([
+            sys.executable, tool, str(src), str(dst), '--layout', 'detrex',
+            '--config', osp.join(REPO_ROOT, 'configs', config)
+        ])
+
+    ok = convert(DETREX_R50, tmp_path / 'opera.pth')
+    assert ok.returncode == 0, ok.stderr
+    converted = torch.load(tmp_path / 'opera.pth', weights_only=False)
+    assert converted['meta'] == dict(
+        layout='dino_detrex', converted_from=src.name)
+    build(DETREX_R50).load_state_dict(converted['state_dict'], strict=True)
+    # A shared-branch config would keep one of the six decoder branches.
+    shared = convert(DINO_R50, tmp_path / 'never.pth')
+    assert shared.returncode != 0
+    assert 'share_decoder_branches is True' in shared.stderr
     assert not (tmp_path / 'never.pth').exists()

@@ -17,9 +17,13 @@ from opera.utils.hdetr_checkpoint import (COCO_CATEGORY_IDS,
 TINY_HYBRID = f'{REPO_ROOT}/tests/configs/tiny_h_deformable_detr.py'
 
 
-def build(seed):
+def build(seed, config=TINY_HYBRID, cfg_options=None):
+    """A tiny detector with seeded weights; its heads' branches and norms
+    perturbed (also used for DINO's round trip)."""
     torch.manual_seed(seed)
-    model = build_detector(Config.fromfile(TINY_HYBRID).model)
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(cfg_options or {})
+    model = build_detector(cfg.model)
     model.init_weights()
     # Non-trivial heads and norms, so a swapped key would change outputs.
     with torch.no_grad():

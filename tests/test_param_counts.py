@@ -36,6 +36,10 @@ REFERENCE_COUNTS = {
     # embedding has no unused last row (256 fewer).
     'dino/dino_r50_4scale_12ep.py': 46_662_056,
     'dino/dino_r50_4scale_36ep.py': 46_662_056,
+    # detrex's recipe (measured here; detrex publishes no count): + 5 more
+    # class branches (5 x 20,560) and box branches (5 x 132,612) and the
+    # R50 layer1 convs (212,992), trainable with only the stem frozen.
+    'dino/dino_r50_4scale_12ep_detrex.py': 47_640_908,
     # + the stride-4 level's input projection (256 x 256 + bias, GN) and a
     # fifth level in every deformable attention.
     'dino/dino_r50_5scale_12ep.py': 47_024_680,
