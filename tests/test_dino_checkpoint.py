@@ -20,6 +20,7 @@ the same rules written down by hand. What anchors it to detrex's code is
 checked by hand: the entry count of each part, counted from detrex's module
 definitions, and names and shapes taken from them.
 """
+import contextlib
 import gzip
 import json
 import os.path as osp
@@ -140,26 +141,36 @@ def our_loss_name(reference_name):
     return (f'd{rest[0]}.' if rest else '') + name, weight
 
 
+@contextlib.contextmanager
+def default_dtype(dtype):
+    """The default dtype set to ``dtype`` for a block: the reference ran
+    with float64 as its default (a model built and run with float32 as the
+    default gives outputs 4e-10 apart)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 @pytest.fixture(scope='module')
 def dino_f64():
-    """Our DINO R50 in float64 with DINO's keyed 80-class weights."""
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    """Our DINO R50 in float64 with DINO's keyed 80-class weights, built
+    and loaded with float64 as the default dtype (as the reference was)."""
+    with default_dtype(torch.float64):
         converted, _ = dino_to_opera(
             keyed_release(layouts()['dino_80_classes'], torch.float64))
         model = build()
         fill_untracked_bn(converted, model.state_dict())
         model.load_state_dict(converted, strict=True)
-        yield model.double()
-    finally:
-        torch.set_default_dtype(dtype)
+        return model.double()
 
 
 def test_outputs_equal_dino_code(dino_f64):
     reference = np.load(osp.join(DATA, 'dino_r50_reference_outputs.npz'))
     img, metas = reference_batch(torch.float64)
-    with torch.no_grad():
+    with torch.no_grad(), default_dtype(torch.float64):
         outputs = dino_f64.eval().bbox_head(dino_f64.extract_feat(img), metas)
     boxes = outputs['bbox_preds'][-1].numpy()
     logits = outputs['cls_scores'][-1].numpy()
@@ -180,7 +191,7 @@ def test_training_losses_equal_dino_code(dino_f64):
     labels = [torch.tensor(label) for label in GT_LABELS]
     dino_f64.train()
     torch.manual_seed(0)
-    with torch.no_grad():
+    with torch.no_grad(), default_dtype(torch.float64):
         losses = dino_f64.forward_train(img, metas, boxes, labels)
     compared = 0
     for name, value in zip(reference['loss_names'], reference['loss_values']):
@@ -225,16 +236,6 @@ def test_converter_cli_converts_a_release_and_names_what_is_missing(
     assert ('missing in checkpoint: bbox_head.query_embedding.weight'
             in failed.stderr)
     assert not (tmp_path / 'never.pth').exists()
-
-
-@pytest.fixture
-def float32_default():
-    """float32 models here, whatever the module's float64 fixture left as
-    the default (it restores it only at the module's end)."""
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(dtype)
 
 
 def keyed_detrex_release():
@@ -297,7 +298,7 @@ def test_detrex_layout_has_detrex_names_and_counts():
     assert {k: tuple(released[k].shape) for k in expected} == expected
 
 
-def test_detrex_release_converts_onto_the_detrex_config(float32_default):
+def test_detrex_release_converts_onto_the_detrex_config():
     released = keyed_detrex_release()
     converted, unknown = dino_to_opera(released, layout='detrex')
     assert unknown == []
@@ -339,7 +340,7 @@ def head_outputs(model):
             if isinstance(value, torch.Tensor)]
 
 
-def test_detrex_round_trip_gives_identical_outputs(float32_default):
+def test_detrex_round_trip_gives_identical_outputs():
     unshared = {'model.bbox_head.share_decoder_branches': False}
     source = build_perturbed(0, TINY_DINO, unshared)
     target = build_perturbed(1, TINY_DINO, unshared)
