@@ -313,7 +313,8 @@ class PETRHead(BaseModule):
         the heatmaps and the refine decoder (see :class:`PETRCriterion`).
 
         The refine decoder runs between the criterion's two steps, on the
-        persons matched at the last layer by every group. Computed in fp32
+        persons matched at the last layer by every matching group (not by
+        the fixed-target groups, see ``refine_positives``). Computed in fp32
         under fp16 (the refine decoder too).
 
         Args:
