@@ -133,7 +133,8 @@ class PoseDenoisingQueries(nn.Module):
         """The batch's pose denoising group.
 
         Args:
-            transformer: Has ``queries_from_poses(poses, content)``.
+            transformer: Has ``num_keypoints`` (K) and
+                ``queries_from_poses(poses, content)``.
             memory, levels: The encoder output (unused).
             targets (dict): Per image ``gt_bboxes`` [G_i, 4] x1y1x2y2
                 pixels, ``gt_labels`` [G_i] and ``gt_keypoints``
@@ -166,8 +167,10 @@ class PoseDenoisingQueries(nn.Module):
             normalised_boxes(box, meta)
             for box, meta in zip(targets['gt_bboxes'], img_metas)
         ]
+        num_keypoints = transformer.num_keypoints
         poses = torch.cat([
-            normalised_poses(kpts.reshape(kpts.size(0), -1, 3), box, meta)
+            normalised_poses(
+                kpts.reshape(kpts.size(0), num_keypoints, 3), box, meta)
             for kpts, box, meta in zip(targets['gt_keypoints'], boxes,
                                        img_metas)
         ]).repeat(num_copies, 1)
