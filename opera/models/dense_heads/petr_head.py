@@ -97,7 +97,9 @@ class PETRHead(BaseModule):
         init_cfg (dict | None): Unused; see :meth:`init_weights`.
         fixed_target_groups (list[dict] | None): Makers of query groups
             that come with their targets (see
-            ``opera.HybridDeformableDETRHead``).
+            ``opera.HybridDeformableDETRHead``), e.g.
+            ``opera.PoseDenoisingQueries`` (which needs
+            ``transformer.given_pose_queries=True``).
         **hybrid_branch_keys: ``num_query_one2many``, ``k_one2many``,
             ``lambda_one2many``: H-DETR's hybrid-branch shorthand in place
             of ``query_groups`` (see

@@ -74,6 +74,34 @@ def noised_poses(poses, half_sizes, negative, noise_scale):
     return (poses + magnitudes * signs * scale).clamp(min=0.0, max=1.0)
 
 
+def batch_poses(targets, img_metas, num_keypoints):
+    """The batch's persons, image after image: poses [N, 2K] (see
+    :func:`normalised_poses`) and half box sizes [N, 2] (w / 2, h / 2), in
+    [0, 1] of each image's valid area."""
+    boxes = [
+        normalised_boxes(box, meta)
+        for box, meta in zip(targets['gt_bboxes'], img_metas)
+    ]
+    poses = [
+        normalised_poses(
+            kpts.reshape(kpts.size(0), num_keypoints, 3), box, meta)
+        for kpts, box, meta in zip(targets['gt_keypoints'], boxes, img_metas)
+    ]
+    return torch.cat(poses), torch.cat(boxes)[:, 2:] / 2
+
+
+def query_slots(counts, num_copies, device):
+    """Where each copy of each person goes: image [R] and query [R] (copy c
+    of person j of an image is its query c x max(counts) + j), for the
+    persons concatenated and copied ``num_copies`` times (R = copies x
+    persons)."""
+    image, slot = ContrastiveDenoisingQueries.object_slots(counts, device)
+    copy = torch.arange(num_copies, device=device)
+    query = (copy * max(counts)).repeat_interleave(
+        image.numel()) + slot.repeat(num_copies)
+    return image.repeat(num_copies), query
+
+
 def scattered(values, image, query, bs, num_queries, fill):
     """Rows ``values`` [N, D] placed at (``image``, ``query``) of a
     [bs, num_queries, D] tensor full of ``fill``."""
@@ -163,18 +191,9 @@ class PoseDenoisingQueries(nn.Module):
             return self.empty_group(transformer, bs)
         num_groups = max(self.dn_number // max_persons, 1)
         num_copies = 2 * num_groups
-        boxes = [
-            normalised_boxes(box, meta)
-            for box, meta in zip(targets['gt_bboxes'], img_metas)
-        ]
-        num_keypoints = transformer.num_keypoints
-        poses = torch.cat([
-            normalised_poses(
-                kpts.reshape(kpts.size(0), num_keypoints, 3), box, meta)
-            for kpts, box, meta in zip(targets['gt_keypoints'], boxes,
-                                       img_metas)
-        ]).repeat(num_copies, 1)
-        half_sizes = torch.cat(boxes)[:, 2:].repeat(num_copies, 1) / 2
+        poses, half_sizes = batch_poses(targets, img_metas,
+                                        transformer.num_keypoints)
+        poses = poses.repeat(num_copies, 1)
         copy = torch.arange(num_copies, device=poses.device)
         negative = (copy % 2 == 1).repeat_interleave(sum(counts))
 
@@ -183,14 +202,10 @@ class PoseDenoisingQueries(nn.Module):
             noised_labels(
                 torch.cat(labels).repeat(num_copies), self.num_classes,
                 self.label_noise_ratio))
-        noised = noised_poses(poses, half_sizes, negative,
-                              self.keypoint_noise_scale)
+        noised = noised_poses(poses, half_sizes.repeat(num_copies, 1),
+                              negative, self.keypoint_noise_scale)
 
-        image, slot = ContrastiveDenoisingQueries.object_slots(
-            counts, poses.device)
-        query = (copy * max_persons).repeat_interleave(
-            sum(counts)) + slot.repeat(num_copies)
-        image = image.repeat(num_copies)
+        image, query = query_slots(counts, num_copies, poses.device)
         num_queries = num_copies * max_persons
         queries = transformer.queries_from_poses(
             scattered(noised, image, query, bs, num_queries, 0.5),
