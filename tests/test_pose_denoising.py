@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import REPO_ROOT, pose_inputs, targets_of, train_iterations
+from conftest import (REPO_ROOT, load_tool, pose_inputs, targets_of,
+                      train_iterations)
 from test_petr import build_tiny, total_loss
 from test_petr_training import (HYBRID_OPTIONS, POSE_LOSSES, build,
                                 coco_mini_options, mean)
@@ -313,6 +314,19 @@ def test_test_time_outputs_do_not_depend_on_denoising(dn_model):
             for a, b in zip(ours, theirs):
                 assert a[0].shape[0] == 5
                 np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_benchmark_train_step_runs_the_denoising_group():
+    benchmark = load_tool('tools/analysis_tools/benchmark.py')
+    args = benchmark.parse_args(
+        ['unused', '--input-size', '96', '128', '--num-boxes', '3'])
+    forward_flops = []
+    for config in (TINY_H_PETR, TINY_H_PETR_DN):
+        run = benchmark.build_run(config, None, None, args, 'cpu')
+        flops = benchmark.count_flops(benchmark.train_step, run, 'cpu')
+        forward_flops.append(flops['forward'])
+    # 24 more decoder queries (4 groups x 2 x 3 persons) in training.
+    assert forward_flops[1] > forward_flops[0]
 
 
 DN_OPTIONS = {

@@ -257,12 +257,16 @@ def train_step(model, batch, device, phase=untimed_phase):
     timer = MatchingTimer(device, head.hybrid.groups[0].num_queries)
     sync(device)
     t0 = time.perf_counter()
+    targets = batch_targets(batch)
     with phase('forward'):
-        outs = head(model.extract_feat(batch['img']), batch['img_metas'])
+        # With the targets, as forward_train: the fixed-target groups
+        # (denoising) are made from them and run.
+        outs = head(
+            model.extract_feat(batch['img']), batch['img_metas'], targets)
     sync(device)
     t1 = time.perf_counter()
     with timed_assigner(head, timer), phase('loss'):
-        losses = head.loss(outs, batch_targets(batch), batch['img_metas'])
+        losses = head.loss(outs, targets, batch['img_metas'])
         total = sum(v for k, v in losses.items() if 'loss' in k)
     sync(device)
     t2 = time.perf_counter()
