@@ -26,8 +26,9 @@ NUM_MATCHING = 30  # 10 one-to-one + 20 one-to-many queries
 K = 17
 # One 200 x 100 image (w x h), two persons (x1, y1, x2, y2 pixels): person
 # 0 normalised (cx, cy, w, h) = (0.4, 0.5, 0.4, 0.4), person 1 (0.8, 0.5,
-# 0.3, 0.6). Their keypoints stay 2 outer bands (0.8 half box sizes) inside
-# the image, so no noised keypoint is clamped.
+# 0.3, 0.6). Their keypoints lie farther inside the image than the outer
+# band (0.8 half box sizes at noise scale 0.4), so no noised keypoint is
+# clamped.
 META = dict(img_shape=(100, 200, 3))
 BOXES = torch.tensor([[40., 30., 120., 70.], [130., 20., 190., 80.]])
 CENTRES = torch.tensor([[0.4, 0.5], [0.8, 0.5]])
