@@ -248,7 +248,7 @@ def test_losses_of_the_group_and_the_others_unchanged(dn_model, plain_model):
         f'{prefix}loss_{part}_dn'
         for prefix in ('d0.', '') for part in ('cls', 'kpt', 'oks')
     } | {'num_matched_dn'}
-    # 4 groups x 5 persons; image 1's first person has no visible
+    # 4 groups x 5 persons; each image's first person has no visible
     # keypoint: supervised as a person, its keypoints not.
     assert losses['num_matched_dn'].item() == 20
     assert all(losses[name] > 0 for name in dn_names)
@@ -262,6 +262,33 @@ def test_losses_of_the_group_and_the_others_unchanged(dn_model, plain_model):
     head = dn_model.bbox_head
     assert head.transformer.pose_position[0].weight.grad.abs().sum() > 0
     assert head.group_makers[0].label_embedding.weight.grad.abs().sum() > 0
+
+
+def test_keypoint_loss_of_the_positives_by_hand(dn_model):
+    """loss_kpt_dn: 70 x the L1 of each positive query's pose against its
+    person's visible keypoints, over their number; negatives and padding
+    count only in the class loss."""
+    inputs = pose_inputs([(128, 128), (128, 96)], num_persons=(2, 3))
+    targets = targets_of(inputs)
+    with torch.no_grad():
+        outputs = head_outputs(dn_model, inputs, targets)
+        losses = dn_model.bbox_head.loss(outputs, targets,
+                                         inputs['img_metas'])
+    (group, ) = outputs['fixed_groups']
+    total, count = 0., 0
+    for img, (query_inds, target_inds) in enumerate(group.matches):
+        h, w = inputs['img_metas'][img]['img_shape'][:2]
+        keypoints = targets['gt_keypoints'][img][target_inds]
+        visible = (keypoints[..., 2] > 0).float()[..., None]
+        poses = outputs['poses'][-1, img, NUM_MATCHING + query_inds]
+        error = (poses.view(-1, K, 2) -
+                 keypoints[..., :2] / torch.tensor([w, h])).abs()
+        total += (error * visible).sum()
+        count += 2 * visible.sum()
+    # Each image's first person has no visible keypoint: 4 groups x 3
+    # persons with visible keypoints.
+    assert count == 2 * K * 12
+    torch.testing.assert_close(losses['loss_kpt_dn'], 70 * total / count)
 
 
 def test_batch_without_persons_adds_no_queries(dn_model, plain_model):
