@@ -162,7 +162,10 @@ def subset_annotations(ann_file, image_ids, out_path):
     return str(out_path)
 
 
-def train_iterations(model, cfg, num_iters, loss_parts):
+BRANCHES = (('one2one', ''), ('one2many', '_one2many'), ('dn', '_dn'))
+
+
+def train_iterations(model, cfg, num_iters, loss_parts, branches=BRANCHES):
     """Plain training steps with the config's optimizer and grad clip, on
     ``cfg.data.train`` in file order, 2 images per batch.
 
@@ -172,6 +175,8 @@ def train_iterations(model, cfg, num_iters, loss_parts):
             ``loss_{part}`` (the last decoder layer), the one-to-many branch
             ``loss_{part}_one2many`` and the denoising group
             ``loss_{part}_dn`` (when the model has them).
+        branches (tuple[tuple]): (branch, loss suffix) or (branch, loss
+            suffix, its own loss parts) recorded (those the model has).
 
     Returns:
         list[dict]: Per iteration, the sum of each branch's losses.
@@ -192,11 +197,10 @@ def train_iterations(model, cfg, num_iters, loss_parts):
             optimizer.step()
             history.append({
                 branch: sum(losses[f'loss_{part}{suffix}'].item()
-                            for part in loss_parts)
-                for branch, suffix in (('one2one', ''),
-                                       ('one2many', '_one2many'),
-                                       ('dn', '_dn'))
-                if f'loss_{loss_parts[0]}{suffix}' in losses
+                            for part in parts)
+                for branch, suffix, *own in branches
+                for parts in own or [loss_parts]
+                if f'loss_{parts[0]}{suffix}' in losses
             })
             if len(history) == num_iters:
                 break

@@ -49,6 +49,10 @@ REFERENCE_COUNTS = {
     'dino/h_dino_r50_4scale_12ep.py': 46_892_456,
     'petr/petr_r50_16x2_100e_coco.py': 43_356_193,
     'petr/h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 46_443_553,
+    # No reference model: H-PETR R50 + pose denoising, measured here. The
+    # H-PETR count + the pose position MLP (512 x 256 + 256 + 256 x 256 +
+    # 256 = 197_120) + the one-row label embedding (256).
+    'petr/h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0_dn.py': 46_640_929,
     # One group of the same 1200 queries (hybrid epoch / layer).
     'petr/h_petr_r50_hybrid_epoch_8x1_100e_coco.py': 46_443_553,
     'petr/h_petr_r50_hybrid_layer_8x1_100e_coco.py': 46_443_553,

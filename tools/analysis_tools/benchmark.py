@@ -257,17 +257,17 @@ def train_step(model, batch, device, phase=untimed_phase):
     timer = MatchingTimer(device, head.hybrid.groups[0].num_queries)
     sync(device)
     t0 = time.perf_counter()
+    targets = batch_targets(batch)
     with phase('forward'):
         # With the batch's ground truth, as in training: the fixed-target
-        # groups (e.g. Co-DETR's auxiliary heads, their own losses included)
-        # are made and decoded in the forward.
+        # groups (denoising, Co-DETR's auxiliary heads with their own
+        # losses) are made and decoded in the forward.
         outs = head(
-            model.extract_feat(batch['img']), batch['img_metas'],
-            batch_targets(batch))
+            model.extract_feat(batch['img']), batch['img_metas'], targets)
     sync(device)
     t1 = time.perf_counter()
     with timed_assigner(head, timer), phase('loss'):
-        losses = head.loss(outs, batch_targets(batch), batch['img_metas'])
+        losses = head.loss(outs, targets, batch['img_metas'])
         total = sum(v for k, v in losses.items() if 'loss' in k)
     sync(device)
     t2 = time.perf_counter()

@@ -2,12 +2,14 @@
 
 Every set of pose predictions (each pose-decoder layer of every query group,
 the encoder proposals) is matched to the ground truth by the Hungarian
-assigner and trained with a focal class loss, an L1 loss on the visible
+assigner (a fixed-target group, such as pose denoising, comes with its
+pairs) and trained with a focal class loss, an L1 loss on the visible
 keypoint coordinates (normalised by the image size) and, for decoder layers,
 an OKS loss in pixels. The heatmap branch trains on Gaussian keypoint
 heatmaps. The refine decoder trains on the persons matched at the last
-pose-decoder layer: the head runs it between :meth:`PETRCriterion.forward`
-(which returns those persons) and :meth:`PETRCriterion.refine_losses`.
+pose-decoder layer by the matching groups (:func:`refine_positives`): the
+head runs it between :meth:`PETRCriterion.forward` (which returns those
+persons) and :meth:`PETRCriterion.refine_losses`.
 """
 import torch
 
@@ -20,6 +22,32 @@ from .set_criterion import SetCriterion, image_sizes, mean_over_gpus
 BASE_CONFIG = 'configs/_base_/models/petr_r50.py'
 LOSS_KEYS = ('loss_cls', 'loss_kpt', 'loss_oks', 'loss_kpt_rpn', 'loss_hm',
              'loss_kpt_refine', 'loss_oks_refine')
+
+
+def refine_positives(last_positives, num_matching_groups):
+    """The persons the refine decoder trains on: those of the matching
+    groups, at the last pose-decoder layer.
+
+    The fixed-target groups' (e.g. pose denoising's) are left out: at test
+    the refine decoder refines what matching queries predict, while a
+    denoising query starts near its person's pose and is not matched, and
+    with DINO's ``dn_number`` its positives would outnumber the matched
+    persons several times in the refine losses' normalisation.
+
+    Args:
+        last_positives (list[dict]): Per group, in query order (matching
+            groups first), the last layer's positives of
+            :meth:`PETRCriterion.layer_losses`.
+        num_matching_groups (int): The matching groups among them.
+
+    Returns:
+        dict: The matching groups' positives concatenated.
+    """
+    matching = last_positives[:num_matching_groups]
+    return {
+        name: torch.cat([group[name] for group in matching])
+        for name in matching[0]
+    }
 
 
 @LOSSES.register_module()
@@ -118,17 +146,14 @@ class PETRCriterion(SetCriterion):
 
         Returns:
             tuple[dict, dict]: The losses (and ``num_matched*``), and the
-            persons matched at the last layer by every group, for the
-            refine decoder (see :meth:`layer_losses`; without any, the
-            :meth:`placeholder_positives`).
+            persons matched at the last layer by every matching group, for
+            the refine decoder (see :func:`refine_positives`; without any,
+            the :meth:`placeholder_positives`).
         """
         losses, last_positives = query_groups.loss(
             self, (outputs['cls_scores'], outputs['poses']), targets,
             img_metas, outputs.get('fixed_groups', ()))
-        positives = {
-            name: torch.cat([group[name] for group in last_positives])
-            for name in last_positives[0]
-        }
+        positives = refine_positives(last_positives, len(query_groups.groups))
         losses.update(
             self.encoder_losses(outputs['enc_cls'], outputs['enc_poses'],
                                 targets, img_metas))

@@ -97,7 +97,9 @@ class PETRHead(BaseModule):
         init_cfg (dict | None): Unused; see :meth:`init_weights`.
         fixed_target_groups (list[dict] | None): Makers of query groups
             that come with their targets (see
-            ``opera.HybridDeformableDETRHead``).
+            ``opera.HybridDeformableDETRHead``), e.g.
+            ``opera.PoseDenoisingQueries`` (which needs
+            ``transformer.given_pose_queries=True``).
         **hybrid_branch_keys: ``num_query_one2many``, ``k_one2many``,
             ``lambda_one2many``: H-DETR's hybrid-branch shorthand in place
             of ``query_groups`` (see
@@ -313,7 +315,8 @@ class PETRHead(BaseModule):
         the heatmaps and the refine decoder (see :class:`PETRCriterion`).
 
         The refine decoder runs between the criterion's two steps, on the
-        persons matched at the last layer by every group. Computed in fp32
+        persons matched at the last layer by every matching group (not by
+        the fixed-target groups, see ``refine_positives``). Computed in fp32
         under fp16 (the refine decoder too).
 
         Args:

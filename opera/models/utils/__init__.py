@@ -10,6 +10,7 @@ from .hybrid_matching import (HybridQueryGroups, QueryGroup,
 from .layer_checkpoint import run_layer
 from .per_image_queries import PerImageQueries
 from .pose_attention import PoseDeformableAttention, pose_sampling_locations
+from .pose_denoising import PoseDenoisingQueries
 from .pose_transformer import PETRPoseDecoder, PETRTransformer
 from .refine import refine_reference
 from .transformer import (DeformableDetrTransformer,
@@ -21,7 +22,7 @@ __all__ = [
     'MultiScaleDeformableAttention', 'MultiheadAttention', 'QueryGroupMask',
     'HybridQueryGroups', 'QueryGroup', 'build_query_groups', 'run_layer',
     'DecoderQueries', 'FixedTargetGroup', 'GroundTruthQueries',
-    'ContrastiveDenoisingQueries', 'DinoTransformer',
+    'ContrastiveDenoisingQueries', 'PoseDenoisingQueries', 'DinoTransformer',
     'DinoTransformerDecoder',
     'DeformableDetrTransformer',
     'DeformableDetrTransformerDecoder', 'DetrTransformerEncoder',

@@ -18,6 +18,9 @@
   for all persons of the image.
 - Heatmap memory (training only): the stride-8 level of the encoder memory
   through one more single-level deformable encoder layer.
+- Queries at given poses (training groups made from the ground truth, e.g.
+  pose denoising): :meth:`PETRTransformer.queries_from_poses`, with
+  ``given_pose_queries=True``.
 
 The encoder, the proposals and the pose decoder are three stages, the same
 as :class:`.DeformableDetrTransformer`'s: ``encode``, ``pre_decoder`` (the
@@ -39,6 +42,7 @@ from .deformable_attention import \
     MultiScaleDeformableAttention as OperaMultiScaleDeformableAttention
 from .deformable_encoder import (EncoderStage, check_query_embed, encode,
                                  first_level, memory_inputs, num_proposals)
+from .dino_transformer import box_sine_embedding
 from .layer_cfgs import StrictLayerSequence
 from .per_image_queries import PerImageQueries
 from .refine import run_refining_layers
@@ -153,6 +157,11 @@ class PETRTransformer(EncoderStage, BaseModule):
         num_feature_levels (int): Levels of the encoder.
         proposal_range (tuple[float]): Point proposals outside this open
             range (normalised) are invalid and never selected.
+        given_pose_queries (bool): Add ``pose_position``, the MLP that
+            makes the positional query of a given pose
+            (:meth:`queries_from_poses`, needed by query groups made from
+            poses such as ``opera.PoseDenoisingQueries``); off, the
+            transformer has exactly PETR's parameters.
         init_cfg (dict | None): Unused; see :meth:`init_weights`.
     """
 
@@ -164,6 +173,7 @@ class PETRTransformer(EncoderStage, BaseModule):
                  num_keypoints=17,
                  num_feature_levels=4,
                  proposal_range=(0.01, 0.99),
+                 given_pose_queries=False,
                  init_cfg=None):
         super().__init__(init_cfg)
         self.num_keypoints = num_keypoints
@@ -183,6 +193,12 @@ class PETRTransformer(EncoderStage, BaseModule):
         self.hm_encoder = build_transformer_layer_sequence(hm_encoder)
         self.refine_decoder = build_transformer_layer_sequence(refine_decoder)
         check_refine_decoder(self.refine_decoder)
+        # Created last: without it a seed gives PETR's weights as before.
+        self.pose_position = None
+        if given_pose_queries:
+            self.pose_position = nn.Sequential(
+                nn.Linear(2 * self.embed_dims, self.embed_dims), nn.ReLU(),
+                nn.Linear(self.embed_dims, self.embed_dims))
 
     def init_weights(self):
         """Xavier everywhere, then each attention's own initialisation
@@ -314,6 +330,51 @@ class PETRTransformer(EncoderStage, BaseModule):
             query.unsqueeze(0).expand(bs, -1, -1),
             query_pos.unsqueeze(0).expand(bs, -1, -1), init_poses)
         return queries, enc_cls, enc_poses
+
+    def queries_from_poses(self, poses, content):
+        """Decoder queries at given poses (a group made from the ground
+        truth): the poses (detached) as references, ``content``, and a
+        positional query made from each pose.
+
+        PETR's matching queries take their positions from a learned
+        embedding, one row per query, which carries no geometry: the pose
+        reaches the decoder through the reference (where the pose attention
+        samples). A query made from a pose has no such row, so its position
+        is made from the pose: ``pose_position`` (Linear 2c -> c, ReLU,
+        Linear c -> c) on the sine embedding of the box around its K
+        keypoints (cx, cy, w, h; the embedding DINO's decoder gives its
+        boxes, :func:`.box_sine_embedding`). The box, not all 2K
+        coordinates, keeps the projection small (2c inputs for any K) and
+        says where and how large the person is, which is what the
+        self-attention between persons needs; the keypoints themselves
+        steer the pose attention through the reference.
+
+        Args:
+            poses (Tensor): [bs, n, 2K] (x1, y1, ..., xK, yK) in [0, 1] of
+                the valid image area; used detached.
+            content (Tensor): [bs, n, c] content queries.
+
+        Returns:
+            DecoderQueries: ``position`` [bs, n, c], ``reference`` the
+            poses.
+        """
+        if self.pose_position is None:
+            raise TypeError(
+                'queries_from_poses needs the positional projection of '
+                'given poses: set model.bbox_head.transformer.'
+                'given_pose_queries=True (a pose group maker in '
+                'model.bbox_head.fixed_target_groups needs it)')
+        if poses.dim() != 3 or poses.size(-1) != 2 * self.num_keypoints:
+            raise ValueError(
+                f'queries_from_poses takes poses [bs, n, '
+                f'{2 * self.num_keypoints}], got {tuple(poses.shape)}')
+        poses = poses.detach()
+        keypoints = poses.unflatten(-1, (self.num_keypoints, 2))
+        low, high = keypoints.amin(-2), keypoints.amax(-2)
+        boxes = torch.cat([(low + high) / 2, high - low], -1)
+        position = self.pose_position(
+            box_sine_embedding(boxes, self.embed_dims // 2))
+        return DecoderQueries(content, position, poses)
 
     def forward_decoder(self,
                         queries,

@@ -1,0 +1,235 @@
+"""Contrastive denoising for multi-person pose (PETR) as a fixed-target
+group.
+
+The group kind of DINO's box CDN (:mod:`.denoising`) on poses: every
+training batch, each person gives, in each of G groups, a positive query
+(its keypoints noised within the inner band, supervised by the person's
+pose) and a negative one (noised between the inner and the outer band,
+supervised as background). G = ``dn_number`` // (the batch's largest person
+count), at least 1. The groups are blocks that do not see each other and
+see the matching queries one way (:class:`.FixedTargetGroup`,
+``num_blocks``); nothing of it runs at test.
+
+Keypoint noise: each coordinate moves by ``keypoint_noise_scale`` x half
+the person's box width (x) or height (y) x a signed magnitude in [0, 1)
+for positives and [1, 2) for negatives (the unit of DINO's box-corner
+noise), then the pose is clamped to [0, 1]. A keypoint that is not
+labelled (v = 0; COCO stores it at (0, 0)) starts at its person's box
+centre, the point from which a PETR proposal spreads all its keypoints,
+and is noised like the others; it is not supervised (the criterion weighs
+only visible keypoints, as for the matching queries). Labels are flipped
+as in the box CDN (:func:`.noised_labels`; with one person class a flip
+keeps the label).
+
+Draws, on the persons of the batch concatenated image after image and
+copied 2G times (even copies positive, odd negative): the label draws of
+:func:`.noised_labels`, then keypoint signs [R, 2K] and magnitudes [R, 2K]
+(R = 2 G N).
+"""
+import torch
+import torch.nn as nn
+
+from ..builder import MODELS
+from .denoising import (ContrastiveDenoisingQueries, noised_labels,
+                        normalised_boxes)
+from .fixed_target_groups import FixedTargetGroup
+
+
+def normalised_poses(keypoints, boxes, img_meta):
+    """One image's poses as queries take them.
+
+    Args:
+        keypoints (Tensor): [G, K, 3] (x, y, v) pixels.
+        boxes (Tensor): [G, 4] (cx, cy, w, h) in [0, 1] (the image's valid
+            area).
+        img_meta (dict): Needs ``img_shape``.
+
+    Returns:
+        Tensor: [G, 2K] (x1, y1, ..., xK, yK) in [0, 1]; keypoints with
+        v = 0 at their person's box centre.
+    """
+    h, w = img_meta['img_shape'][:2]
+    xy = keypoints[..., :2] / keypoints.new_tensor([w, h])
+    labelled = keypoints[..., 2:] > 0
+    centres = boxes[:, None, :2].expand_as(xy)
+    return torch.where(labelled, xy, centres).flatten(1)
+
+
+def noised_poses(poses, half_sizes, negative, noise_scale):
+    """Poses [R, 2K] in [0, 1] with every keypoint moved.
+
+    Each coordinate moves by ``noise_scale`` x ``half_sizes`` [R, 2] (half
+    the person's box width for x, height for y) x a signed magnitude in
+    [0, 1) for positive rows and [1, 2) for ``negative`` rows [R] bool; the
+    result is clamped to [0, 1]. Draws: ``randint`` [R, 2K] (signs), then
+    ``rand`` [R, 2K].
+    """
+    if noise_scale <= 0:
+        return poses
+    signs = torch.randint_like(poses, low=0, high=2,
+                               dtype=torch.float32) * 2.0 - 1.0
+    magnitudes = torch.rand_like(poses)
+    magnitudes[negative] += 1.0
+    scale = half_sizes.repeat(1, poses.size(-1) // 2) * noise_scale
+    return (poses + magnitudes * signs * scale).clamp(min=0.0, max=1.0)
+
+
+def batch_poses(targets, img_metas, num_keypoints):
+    """The batch's persons, image after image: poses [N, 2K] (see
+    :func:`normalised_poses`) and half box sizes [N, 2] (w / 2, h / 2), in
+    [0, 1] of each image's valid area."""
+    boxes = [
+        normalised_boxes(box, meta)
+        for box, meta in zip(targets['gt_bboxes'], img_metas)
+    ]
+    poses = [
+        normalised_poses(
+            kpts.reshape(kpts.size(0), num_keypoints, 3), box, meta)
+        for kpts, box, meta in zip(targets['gt_keypoints'], boxes, img_metas)
+    ]
+    return torch.cat(poses), torch.cat(boxes)[:, 2:] / 2
+
+
+def query_slots(counts, num_copies, device):
+    """Where each copy of each person goes: image [R] and query [R] (copy c
+    of person j of an image is its query c x max(counts) + j), for the
+    persons concatenated and copied ``num_copies`` times (R = copies x
+    persons)."""
+    image, slot = ContrastiveDenoisingQueries.object_slots(counts, device)
+    copy = torch.arange(num_copies, device=device)
+    query = (copy * max(counts)).repeat_interleave(
+        image.numel()) + slot.repeat(num_copies)
+    return image.repeat(num_copies), query
+
+
+def scattered(values, image, query, bs, num_queries, fill):
+    """Rows ``values`` [N, D] placed at (``image``, ``query``) of a
+    [bs, num_queries, D] tensor full of ``fill``."""
+    out = values.new_full((bs, num_queries, values.size(-1)), fill)
+    out[image, query] = values
+    return out
+
+
+@MODELS.register_module()
+class PoseDenoisingQueries(nn.Module):
+    """Contrastive pose denoising queries (see the module docstring).
+
+    Needs ``opera.PETRTransformer`` with ``given_pose_queries=True`` (the
+    positional query of a given pose, :meth:`.PETRTransformer.
+    queries_from_poses`).
+
+    Args:
+        num_classes (int): Classes of the head (labels embedded; flipped
+            labels drawn from them).
+        embed_dims (int): Query width.
+        dn_number (int): About half the denoising queries per batch: the
+            groups are ``dn_number`` // (largest person count). DINO's 100.
+        keypoint_noise_scale (float): Keypoint noise, in half box sizes
+            (the unit of DINO's ``box_noise_scale``, whose 0.4 is the
+            default; not tuned for poses).
+        label_noise_ratio (float): Twice the label flip probability (as
+            DINO defines it). DINO: 0.5.
+        name (str): Loss suffix (``loss_kpt_dn``).
+        loss_weight (float): Weight of the denoising losses.
+    """
+
+    def __init__(self,
+                 num_classes,
+                 embed_dims=256,
+                 dn_number=100,
+                 keypoint_noise_scale=0.4,
+                 label_noise_ratio=0.5,
+                 name='dn',
+                 loss_weight=1.0):
+        super().__init__()
+        if dn_number < 1:
+            raise ValueError(f'dn_number must be >= 1, got {dn_number}')
+        if not 0 <= label_noise_ratio <= 1 or keypoint_noise_scale < 0:
+            raise ValueError(
+                f'label_noise_ratio must be in [0, 1] and '
+                f'keypoint_noise_scale >= 0, got {label_noise_ratio} and '
+                f'{keypoint_noise_scale}')
+        self.num_classes = num_classes
+        self.label_embedding = nn.Embedding(num_classes, embed_dims)
+        self.dn_number = dn_number
+        self.keypoint_noise_scale = keypoint_noise_scale
+        self.label_noise_ratio = label_noise_ratio
+        self.name = name
+        self.loss_weight = loss_weight
+
+    def forward(self, transformer, memory, levels, targets, img_metas):
+        """The batch's pose denoising group.
+
+        Args:
+            transformer: Has ``num_keypoints`` (K) and
+                ``queries_from_poses(poses, content)``.
+            memory, levels: The encoder output (unused).
+            targets (dict): Per image ``gt_bboxes`` [G_i, 4] x1y1x2y2
+                pixels, ``gt_labels`` [G_i] and ``gt_keypoints``
+                [G_i, K, 3] (x, y, v) pixels.
+            img_metas (list[dict]): Need ``img_shape``.
+
+        Returns:
+            FixedTargetGroup: [bs, 2 x groups x max G_i] queries, per image
+            in blocks (group 0 positives, group 0 negatives, group 1
+            positives, ...) of max G_i queries: the image's persons first,
+            then padding (every keypoint at the image centre, no content,
+            background). Without persons in the batch: no queries (its
+            losses are then 0).
+        """
+        if not hasattr(transformer, 'queries_from_poses'):
+            raise TypeError(
+                f'{type(self).__name__} makes pose queries, which needs '
+                f'opera.PETRTransformer\'s queries_from_poses; '
+                f'{type(transformer).__name__} has none (remove it from '
+                f'model.bbox_head.fixed_target_groups)')
+        labels = targets['gt_labels']
+        counts = [label.numel() for label in labels]
+        max_persons = max(counts)
+        bs = len(img_metas)
+        if max_persons == 0:
+            return self.empty_group(transformer, bs)
+        num_groups = max(self.dn_number // max_persons, 1)
+        num_copies = 2 * num_groups
+        poses, half_sizes = batch_poses(targets, img_metas,
+                                        transformer.num_keypoints)
+        poses = poses.repeat(num_copies, 1)
+        copy = torch.arange(num_copies, device=poses.device)
+        negative = (copy % 2 == 1).repeat_interleave(sum(counts))
+
+        # The box CDN's draw order: labels first, then the keypoints.
+        content = self.label_embedding(
+            noised_labels(
+                torch.cat(labels).repeat(num_copies), self.num_classes,
+                self.label_noise_ratio))
+        noised = noised_poses(poses, half_sizes.repeat(num_copies, 1),
+                              negative, self.keypoint_noise_scale)
+
+        image, query = query_slots(counts, num_copies, poses.device)
+        num_queries = num_copies * max_persons
+        queries = transformer.queries_from_poses(
+            scattered(noised, image, query, bs, num_queries, 0.5),
+            scattered(content, image, query, bs, num_queries, 0.))
+        return FixedTargetGroup(
+            queries,
+            ContrastiveDenoisingQueries.positive_pairs(
+                counts, num_groups, max_persons, poses.device),
+            self.name,
+            loss_weight=self.loss_weight,
+            sees_matching=True,
+            num_blocks=num_groups)
+
+    def empty_group(self, transformer, bs):
+        """No queries; the label embedding and the transformer's pose
+        position stay in the graph (so a distributed run finds every
+        parameter used) and the losses are 0 under their usual names."""
+        content = self.label_embedding.weight[:0].unsqueeze(0).expand(
+            bs, -1, -1)
+        poses = content.new_zeros(bs, 0, 2 * transformer.num_keypoints)
+        empty = torch.zeros(0, dtype=torch.long, device=content.device)
+        return FixedTargetGroup(
+            transformer.queries_from_poses(poses, content),
+            [(empty, empty)] * bs,
+            self.name,
+            loss_weight=self.loss_weight,
+            sees_matching=True)
