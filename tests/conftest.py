@@ -162,7 +162,11 @@ def subset_annotations(ann_file, image_ids, out_path):
     return str(out_path)
 
 
-def train_iterations(model, cfg, num_iters, loss_parts):
+ONE_TO_ONE_AND_MANY = (('one2one', ''), ('one2many', '_one2many'))
+
+
+def train_iterations(model, cfg, num_iters, loss_parts,
+                     branches=ONE_TO_ONE_AND_MANY):
     """Plain training steps with the config's optimizer and grad clip, on
     ``cfg.data.train`` in file order, 2 images per batch.
 
@@ -171,6 +175,8 @@ def train_iterations(model, cfg, num_iters, loss_parts):
             ('cls', 'bbox', 'iou'): the one-to-one branch sums
             ``loss_{part}`` (the last decoder layer), the one-to-many branch
             ``loss_{part}_one2many`` (when the model has it).
+        branches (tuple[tuple[str, str]]): (branch, loss name suffix) of
+            the branches recorded (those the model has).
 
     Returns:
         list[dict]: Per iteration, the sum of each branch's losses.
@@ -192,8 +198,7 @@ def train_iterations(model, cfg, num_iters, loss_parts):
             history.append({
                 branch: sum(losses[f'loss_{part}{suffix}'].item()
                             for part in loss_parts)
-                for branch, suffix in (('one2one', ''),
-                                       ('one2many', '_one2many'))
+                for branch, suffix in branches
                 if f'loss_{loss_parts[0]}{suffix}' in losses
             })
             if len(history) == num_iters:

@@ -31,6 +31,15 @@ REFERENCE_COUNTS = {
     'hdetr/hybrid_epoch_deformable_detr_r50_two_stage_36ep.py': 47_243_084,
     'hdetr/hybrid_layer_deformable_detr_r50_two_stage_12ep.py': 47_243_084,
     'hdetr/group_detr_deformable_detr_r50_two_stage_12ep.py': 47_243_084,
+    # Co-DETR's R50 model has 65,129,894 parameters, 64,854,374 trainable
+    # (its code built on the CPU, shared/REFERENCE.md section 8); the
+    # auxiliary heads, their query layers and the pyramid are 17,535,514
+    # of them. The hybrid branch adds the 1500 x 256 content queries.
+    'co_detr/co_deformable_detr_r50_12ep.py': 64_854_374,
+    'co_detr/co_deformable_detr_swin_tiny_12ep.py': 65_619_808,
+    'co_detr/co_deformable_detr_swin_tiny_36ep.py': 65_619_808,
+    'co_detr/co_deformable_detr_swin_large_12ep.py': 235_413_658,
+    'co_detr/co_h_deformable_detr_r50_12ep.py': 65_238_374,
     'petr/petr_r50_16x2_100e_coco.py': 43_356_193,
     'petr/h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 46_443_553,
     # One group of the same 1200 queries (hybrid epoch / layer).
