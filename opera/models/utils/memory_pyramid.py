@@ -46,8 +46,10 @@ class MemoryPyramid(nn.Module):
         maps, start = [], 0
         for height, width in levels['level_sizes']:
             end = start + height * width
-            maps.append(memory[:, start:end].transpose(1, 2).reshape(
-                bs, channels, height, width))
+            # Contiguous: mmcv's RoIAlign reads its input as laid out in
+            # [bs, c, h, w] order (a strided view gives wrong features).
+            maps.append(memory[:, start:end].transpose(1, 2).contiguous()
+                        .view(bs, channels, height, width))
             start = end
         if start != memory.size(1):
             raise ValueError(f'memory has {memory.size(1)} positions, its '
