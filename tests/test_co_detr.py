@@ -189,7 +189,8 @@ def test_heads_own_losses_and_group_losses_are_named_as_co_detr(model):
     model.zero_grad()
     total.backward()
     makers = model.bbox_head.group_makers[0]
-    for name in ('pyramid.downsample.0.weight', 'heads.0.embedding.position.weight',
+    for name in ('pyramid.downsample.0.weight',
+                 'heads.0.embedding.position.weight',
                  'heads.1.embedding.head_offset',
                  'heads.1.head.atss_cls.weight',
                  'heads.0.roi_head.bbox_head.fc_cls.weight',

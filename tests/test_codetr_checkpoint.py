@@ -19,7 +19,6 @@ entry set by ``keyed_weights.keyed_tensor`` under Co-DETR's names:
 import copy
 import gzip
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import torch
 from mmcv.runner import load_checkpoint
 from mmdet.core import bbox_xyxy_to_cxcywh
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_with_avx2_onednn
 from keyed_weights import keyed_tensor
 
 import opera  # noqa: F401
@@ -108,20 +107,10 @@ def test_mask_entries_and_a_second_rpn_are_reported_unknown():
 
 def test_codetr_checkpoint_gives_reference_outputs_and_losses(tmp_path):
     """The check below, in a child process whose oneDNN is pinned to AVX2
-    (the fixture's kernels; see test_opera_checkpoints.py)."""
-    tests_dir = osp.join(REPO_ROOT, 'tests')
-    env = dict(
-        os.environ,
-        ONEDNN_MAX_CPU_ISA='AVX2',
-        PYTHONPATH=os.pathsep.join([REPO_ROOT, tests_dir]))
-    code = ('import test_codetr_checkpoint as t; '
-            f't.check_reference_outputs_and_losses({str(tmp_path)!r})')
-    result = subprocess.run([sys.executable, '-c', code],
-                            cwd=tests_dir,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=600)
+    (the fixture's kernels; see ``conftest.run_with_avx2_onednn``)."""
+    result = run_with_avx2_onednn('test_codetr_checkpoint',
+                                  'check_reference_outputs_and_losses',
+                                  str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
