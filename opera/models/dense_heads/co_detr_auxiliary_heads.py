@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 from mmdet.core import bbox2roi
 from mmdet.models.builder import build_head
-from mmdet.models.dense_heads import ATSSHead
 
 from ..builder import MODELS
 from ..utils.auxiliary_queries import (AuxiliaryCandidates,
@@ -120,9 +119,6 @@ class CoATSSQueries(AuxiliaryQueryHead):
             dict(
                 with_num_classes(head, self.num_classes, 'ATSS head'),
                 train_cfg=train_cfg))
-        if not isinstance(self.head, ATSSHead):
-            raise TypeError(f'{CONFIG}: opera.CoATSSQueries takes an mmdet '
-                            f'ATSSHead, got {type(self.head).__name__}')
         require_decoded_targets(self.head, 'the ATSS head')
         # As Co-DETR: initialised when built (a detector's init_weights
         # does not reach a detection head's group makers).
