@@ -258,7 +258,12 @@ def train_step(model, batch, device, phase=untimed_phase):
     sync(device)
     t0 = time.perf_counter()
     with phase('forward'):
-        outs = head(model.extract_feat(batch['img']), batch['img_metas'])
+        # With the batch's ground truth, as in training: the fixed-target
+        # groups (e.g. Co-DETR's auxiliary heads, their own losses included)
+        # are made and decoded in the forward.
+        outs = head(
+            model.extract_feat(batch['img']), batch['img_metas'],
+            batch_targets(batch))
     sync(device)
     t1 = time.perf_counter()
     with timed_assigner(head, timer), phase('loss'):
