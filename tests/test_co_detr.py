@@ -315,6 +315,9 @@ def test_memory_pyramid_folds_levels_and_adds_a_downsampled_one():
     assert torch.equal(maps[0][1, :, 4, 2], memory[1, 22])
     assert torch.equal(maps[1][0, :, 2, 1], memory[0, 30 + 7])
     torch.testing.assert_close(maps[2], pyramid.downsample(maps[1]))
+    # mmcv's RoIAlign reads its input as contiguous (a strided view gave
+    # the RoI head wrong features; test_codetr_checkpoint.py caught it).
+    assert all(m.is_contiguous() for m in maps)
     with pytest.raises(ValueError, match='40 positions'):
         pyramid(torch.randn(2, 40, 32), dict(level_sizes=sizes))
 
@@ -336,8 +339,11 @@ def test_short_coco_mini_training_lowers_every_auxiliary_loss(tmp_path):
     model.init_weights()
     branches = (('decoder', ''), ('aux0', '_aux0'), ('aux1', '_aux1'),
                 ('roi', '0'), ('atss', '1'))
-    history = train_iterations(model, cfg, 30, ('cls', 'bbox'), branches)
+    history = train_iterations(model, cfg, 16, ('cls', 'bbox'), branches)
+    # Measured (seed 0, 2 shared CPU cores, ~40 s): the mean of the last 4
+    # iterations is 0.18-0.77x that of the first 4 for every branch (aux0,
+    # the RoI positives' queries, falls least).
     for branch, _ in branches:
-        first = sum(h[branch] for h in history[:5]) / 5
-        last = sum(h[branch] for h in history[-5:]) / 5
+        first = sum(h[branch] for h in history[:4]) / 4
+        last = sum(h[branch] for h in history[-4:]) / 4
         assert last < 0.9 * first, (branch, first, last)

@@ -140,27 +140,36 @@ class CoATSSQueries(AuxiliaryQueryHead):
         gt_bboxes, gt_labels = targets['gt_bboxes'], targets['gt_labels']
         outs = self.head(pyramid)
         losses = self.head.loss(*outs, gt_bboxes, gt_labels, img_metas)
-        # The assignment again (ATSS draws nothing: the same result), for
-        # the anchors, labels and targets the loss does not hand back.
+        candidates = self.candidates(pyramid, gt_bboxes, gt_labels, img_metas)
+        return self.make_group(transformer, candidates, img_metas,
+                               summed(losses, str(self.index)))
+
+    def candidates(self, pyramid, gt_bboxes, gt_labels, img_metas):
+        """Per image every anchor with its ATSS label, assigned box and the
+        pyramid's feature at its position.
+
+        The assignment is made again (ATSS draws nothing: the loss's
+        result), for what the loss does not hand back.
+        """
         anchors, valid = self.head.get_anchors(
             [level.shape[-2:] for level in pyramid],
             img_metas,
             device=pyramid[0].device)
         assigned = self.head.get_targets(
             anchors, valid, gt_bboxes, img_metas, gt_labels_list=gt_labels)
-        per_level = [assigned[i] for i in (0, 1, 3)]  # anchors, labels, boxes
-        features = per_image_positions(pyramid)
+        # Per level [bs, n_l, ...]: anchors, labels, assigned boxes.
+        per_level = [assigned[i] for i in (0, 1, 3)]
         candidates = []
-        for img_id, feature in enumerate(features):
-            boxes, labels, boxes_to = (torch.cat([lvl[img_id] for lvl in part])
-                                       for part in per_level)
-            per_position = boxes.size(0) // feature.size(0)
+        for img_id, feature in enumerate(per_image_positions(pyramid)):
+            boxes, labels, assigned_boxes = (
+                torch.cat([level[img_id] for level in part])
+                for part in per_level)
+            anchors_per_position = boxes.size(0) // feature.size(0)
             candidates.append(
                 AuxiliaryCandidates(
-                    boxes, labels, boxes_to,
-                    feature.repeat_interleave(per_position, dim=0)))
-        return self.make_group(transformer, candidates, img_metas,
-                               summed(losses, str(self.index)))
+                    boxes, labels, assigned_boxes,
+                    feature.repeat_interleave(anchors_per_position, dim=0)))
+        return candidates
 
 
 def per_image_positions(pyramid):
