@@ -4,10 +4,11 @@ what each head assigned them, and nothing of them runs at test."""
 import pytest
 import torch
 from mmcv import Config
-from mmdet.core import bbox_xyxy_to_cxcywh
 
 from conftest import (REPO_ROOT, detection_inputs, shared_data,
                       subset_annotations, targets_of, train_iterations)
+from test_fixed_target_groups import expected_l1
+from test_fixed_target_groups import normalised_cxcywh as normalised
 
 import opera  # noqa: F401
 from opera.models import build_detector
@@ -20,7 +21,6 @@ pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_CO = f'{REPO_ROOT}/tests/configs/tiny_co_deformable_detr.py'
 NUM_MATCHING = 20
 NUM_CLASSES = 80
-L1_WEIGHT = 5.0  # loss_bbox of the recipe
 # Image 0's first box is exactly an ATSS anchor (64 x 64 at stride 8,
 # centred on (64, 64)), so ATSS must take that anchor as a positive.
 GT_BOXES = [[[32., 32., 96., 96.], [70., 10., 150., 70.]],
@@ -48,11 +48,6 @@ def hand_made_inputs(boxes=GT_BOXES, labels=GT_LABELS):
     data['gt_bboxes'] = [torch.tensor(b).reshape(-1, 4) for b in boxes]
     data['gt_labels'] = [torch.tensor(l, dtype=torch.long) for l in labels]
     return data, targets_of(data)
-
-
-def normalised(boxes, meta):
-    h, w = meta['img_shape'][:2]
-    return bbox_xyxy_to_cxcywh(boxes / boxes.new_tensor([w, h, w, h]))
 
 
 class Recorder:
@@ -97,18 +92,6 @@ def atss_positives(model, pyramid, targets, metas):
         pos = (result.gt_inds > 0).nonzero().squeeze(1)
         positives.append((torch.cat(levels)[pos], result.gt_inds[pos] - 1))
     return positives
-
-
-def expected_l1(bbox_preds, boxes, metas, first_query):
-    """The recipe's L1 of query ``first_query + i`` of each image against
-    its box i, over all boxes."""
-    total, count = 0., 0
-    for img, (img_boxes, meta) in enumerate(zip(boxes, metas)):
-        n = img_boxes.size(0)
-        pred = bbox_preds[img, first_query:first_query + n]
-        total += (pred - normalised(img_boxes, meta)).abs().sum()
-        count += n
-    return L1_WEIGHT * total / max(count, 1)
 
 
 def test_atss_queries_are_its_positive_anchors_with_their_objects(model):
