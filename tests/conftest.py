@@ -4,6 +4,7 @@ import json
 import os
 import os.path as osp
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -205,3 +206,24 @@ def train_iterations(model, cfg, num_iters, loss_parts, branches=BRANCHES):
             if len(history) == num_iters:
                 break
     return history
+
+
+def run_with_avx2_onednn(module, function, *args):
+    """Run ``module.function(*args)`` (a tests/ module) in a child process
+    whose oneDNN is pinned to AVX2: the reference fixtures' kernels (oneDNN's
+    AVX-512 kernels round differently, which keyed weights amplify). The
+    pin must be set before oneDNN's first convolution, hence the process of
+    its own. Returns the ``subprocess.CompletedProcess``."""
+    tests_dir = osp.join(REPO_ROOT, 'tests')
+    env = dict(
+        os.environ,
+        ONEDNN_MAX_CPU_ISA='AVX2',
+        PYTHONPATH=os.pathsep.join([REPO_ROOT, tests_dir]))
+    arguments = ', '.join(repr(arg) for arg in args)
+    code = f'import {module} as t; t.{function}({arguments})'
+    return subprocess.run([sys.executable, '-c', code],
+                          cwd=tests_dir,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)

@@ -9,17 +9,14 @@ reference requires).
 """
 import gzip
 import json
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from mmcv.runner import load_checkpoint, save_checkpoint
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_with_avx2_onednn
 from keyed_weights import fill_keyed_weights
 
 import opera  # noqa: F401
@@ -75,19 +72,9 @@ def test_h_petr_checkpoint_gives_reference_outputs(tmp_path):
     amplify to 3e-4 in the scores (measured on an AVX-512/AMX Xeon, with
     the code of f5e6e2e too). The pin must be set before oneDNN's first
     convolution, hence the process of its own."""
-    tests_dir = osp.join(REPO_ROOT, 'tests')
-    env = dict(
-        os.environ,
-        ONEDNN_MAX_CPU_ISA='AVX2',
-        PYTHONPATH=os.pathsep.join([REPO_ROOT, tests_dir]))
-    code = ('import test_opera_checkpoints as t; '
-            f't.check_h_petr_reference_outputs({str(tmp_path)!r})')
-    result = subprocess.run([sys.executable, '-c', code],
-                            cwd=tests_dir,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=600)
+    result = run_with_avx2_onednn('test_opera_checkpoints',
+                                  'check_h_petr_reference_outputs',
+                                  str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 

@@ -47,6 +47,15 @@ REFERENCE_COUNTS = {
     'dino/dino_swin_large_4scale_12ep.py': 217_221_340,
     # + 900 one-to-many content queries (900 x 256).
     'dino/h_dino_r50_4scale_12ep.py': 46_892_456,
+    # Co-DETR's R50 model has 65,129,894 parameters, 64,854,374 trainable
+    # (its code built on the CPU, shared/REFERENCE.md section 8); the
+    # auxiliary heads, their query layers and the pyramid are 17,535,514
+    # of them. The hybrid branch adds the 1500 x 256 content queries.
+    'co_detr/co_deformable_detr_r50_12ep.py': 64_854_374,
+    'co_detr/co_deformable_detr_swin_tiny_12ep.py': 65_619_808,
+    'co_detr/co_deformable_detr_swin_tiny_36ep.py': 65_619_808,
+    'co_detr/co_deformable_detr_swin_large_12ep.py': 235_413_658,
+    'co_detr/co_h_deformable_detr_r50_12ep.py': 65_238_374,
     'petr/petr_r50_16x2_100e_coco.py': 43_356_193,
     'petr/h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 46_443_553,
     # No reference model: H-PETR R50 + pose denoising, measured here. The

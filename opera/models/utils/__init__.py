@@ -8,6 +8,7 @@ from .group_attention import MultiheadAttention, QueryGroupMask
 from .hybrid_matching import (HybridQueryGroups, QueryGroup,
                               build_query_groups)
 from .layer_checkpoint import run_layer
+from .memory_pyramid import MemoryPyramid
 from .per_image_queries import PerImageQueries
 from .pose_attention import PoseDeformableAttention, pose_sampling_locations
 from .pose_denoising import PoseDenoisingQueries
@@ -27,5 +28,5 @@ __all__ = [
     'DeformableDetrTransformer',
     'DeformableDetrTransformerDecoder', 'DetrTransformerEncoder',
     'refine_reference', 'PoseDeformableAttention', 'pose_sampling_locations',
-    'PETRPoseDecoder', 'PETRTransformer', 'PerImageQueries'
+    'PETRPoseDecoder', 'PETRTransformer', 'PerImageQueries', 'MemoryPyramid'
 ]

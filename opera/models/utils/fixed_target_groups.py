@@ -251,8 +251,10 @@ def add_fixed_groups(queries, makers, transformer, memory, levels, targets,
         queries (DecoderQueries): The matching queries (``pre_decoder``).
         makers (nn.ModuleList): See :func:`build_group_makers`; each is
             called as ``maker(transformer, memory, levels, targets,
-            img_metas)`` and returns a :class:`FixedTargetGroup` or None
-            (nothing to add, e.g. a batch without objects).
+            img_metas)`` and returns a :class:`FixedTargetGroup`, a list of
+            them (a maker of several groups that share work, e.g. Co-DETR's
+            auxiliary heads on one feature pyramid) or None (nothing to add,
+            e.g. a batch without objects).
         transformer, memory, levels: The transformer and its ``encode``
             output.
         targets (dict | None): The batch's ground truth (None: no groups,
@@ -265,9 +267,9 @@ def add_fixed_groups(queries, makers, transformer, memory, levels, targets,
     """
     if targets is None:
         return queries, []
-    groups = [
-        maker(transformer, memory, levels, targets, img_metas)
-        for maker in makers
-    ]
+    groups = []
+    for maker in makers:
+        made = maker(transformer, memory, levels, targets, img_metas)
+        groups.extend(made if isinstance(made, (list, tuple)) else [made])
     groups = [group for group in groups if group is not None]
     return queries.cat(*(group.queries for group in groups)), groups

@@ -1,0 +1,233 @@
+"""Co-DETR's checkpoints load into the Co-Deformable-DETR config and give
+Co-DETR's outputs and training losses.
+
+The fixtures were made once by running Sense-X/Co-DETR's own code
+(``co_deformable_detr_r50_1x_coco.py``, on mmcv-full 1.7.2 + mmdet 2.28.2,
+CPU, oneDNN pinned to AVX2, one thread) with every floating state-dict
+entry set by ``keyed_weights.keyed_tensor`` under Co-DETR's names:
+
+- ``codetr_r50_checkpoint_layout.json.gz``: every entry's name and shape
+  and the parameter counts;
+- ``codetr_r50_reference_outputs.npz``: on two random images (320 x 384 and
+  256 x 320, padded to 320 x 384, scale factor 0.5), the last decoder
+  layer's class logits (first 50 queries) and boxes and the detections;
+  the training losses of one forward with ``torch.manual_seed(0)`` just
+  before it (the samplers' and the padding's ``randperm`` draws follow),
+  with the auxiliary queries' boxes, labels and targets, once with objects
+  in both images and once with none in image 1.
+"""
+import copy
+import gzip
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from mmcv.runner import load_checkpoint
+from mmdet.core import bbox_xyxy_to_cxcywh
+
+from conftest import REPO_ROOT, run_with_avx2_onednn
+from keyed_weights import keyed_tensor
+
+import opera  # noqa: F401
+from opera.models import build_detector
+from opera.utils import load_config
+from opera.utils.codetr_checkpoint import to_opera
+
+DATA = osp.join(REPO_ROOT, 'tests', 'data')
+CO_R50 = 'configs/co_detr/co_deformable_detr_r50_12ep.py'
+TOOL = f'{REPO_ROOT}/tools/model_converters/codetr_to_opera.py'
+SIZES = [(320, 384), (256, 320)]
+PAD = (320, 384)
+GT_BOXES = [[[20., 30., 200., 180.], [150., 60., 370., 300.],
+             [40., 200., 120., 310.]], [[10., 20., 300., 240.]]]
+GT_LABELS = [[3, 17, 0], [56]]
+
+
+def reference_layout():
+    with gzip.open(osp.join(DATA, 'codetr_r50_checkpoint_layout.json.gz'),
+                   'rt') as f:
+        return json.load(f)
+
+
+def released_state():
+    """Co-DETR's state dict as the reference run filled it (its integer
+    buffers, BN's num_batches_tracked, left at 0)."""
+    layout = reference_layout()
+    return {
+        name: (torch.zeros(shape, dtype=torch.long) if name in
+               layout['dtypes'] else keyed_tensor(name, tuple(shape)).float())
+        for name, shape in layout['state_dict'].items()
+    }
+
+
+def build():
+    cfg = load_config(
+        osp.join(REPO_ROOT, CO_R50), {'model.backbone.init_cfg': None})
+    return build_detector(cfg.model)
+
+
+def test_layout_converts_to_the_config_exactly():
+    layout = reference_layout()
+    model = build()
+    assert sum(p.numel() for p in model.parameters()) == layout['num_params']
+    converted, unknown = to_opera(released_state())
+    assert unknown == []
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert sorted(set(ours) - set(converted)) == []
+    assert sorted(set(converted) - set(ours)) == []
+    assert {k for k in ours if ours[k] != tuple(converted[k].shape)} == set()
+    # The [2, 1] per-head offset table becomes one number per head.
+    offsets = released_state()['query_head.transformer.head_pos_embed.weight']
+    for index in range(2):
+        assert converted[f'bbox_head.group_makers.0.heads.{index}.'
+                         f'embedding.head_offset'] == offsets[index]
+
+
+def test_mask_entries_and_a_second_rpn_are_reported_unknown():
+    state = {
+        'query_head.cls_branches.0.bias': torch.zeros(80),
+        'mask_head.convs.0.weight': torch.zeros(1),
+        'rpn_head.rpn_conv.bias': torch.zeros(1),
+        'roi_head.0.bbox_head.fc_cls.bias': torch.zeros(1),
+        'roi_head.1.bbox_head.fc_cls.bias': torch.zeros(1),
+        'bbox_head.0.atss_cls.bias': torch.zeros(1),
+    }
+    converted, unknown = to_opera(state)
+    assert unknown == ['mask_head.convs.0.weight', 'rpn_head.rpn_conv.bias']
+    assert set(converted) == {
+        'bbox_head.cls_branches.0.bias',
+        'bbox_head.group_makers.0.heads.0.roi_head.bbox_head.fc_cls.bias',
+        'bbox_head.group_makers.0.heads.1.roi_head.bbox_head.fc_cls.bias',
+        'bbox_head.group_makers.0.heads.2.head.atss_cls.bias',
+    }
+
+
+def test_codetr_checkpoint_gives_reference_outputs_and_losses(tmp_path):
+    """The check below, in a child process whose oneDNN is pinned to AVX2
+    (the fixture's kernels; see ``conftest.run_with_avx2_onednn``)."""
+    result = run_with_avx2_onednn('test_codetr_checkpoint',
+                                  'check_reference_outputs_and_losses',
+                                  str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def reference_inputs():
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randn(1, 3, h, w, generator=gen) for h, w in SIZES]
+    batch = torch.zeros(len(SIZES), 3, *PAD)
+    metas = []
+    for index, (h, w) in enumerate(SIZES):
+        batch[index, :, :h, :w] = images[index][0]
+        metas.append(
+            dict(
+                img_shape=(h, w, 3),
+                pad_shape=(*PAD, 3),
+                batch_input_shape=PAD,
+                ori_shape=(2 * h, 2 * w, 3),
+                scale_factor=np.full(4, 0.5, np.float32),
+                flip=False))
+    return batch, metas
+
+
+def converted_checkpoint(tmp_dir):
+    """Co-DETR's keyed checkpoint, converted by the command-line tool."""
+    released = osp.join(tmp_dir, 'codetr.pth')
+    torch.save(dict(state_dict=released_state()), released)
+    converted = osp.join(tmp_dir, 'opera.pth')
+    result = subprocess.run([
+        sys.executable, TOOL, released, converted, '--config',
+        osp.join(REPO_ROOT, CO_R50)
+    ], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return converted
+
+
+def training_losses(model, batch, metas, boxes, labels):
+    """The losses of one training forward, and the auxiliary groups it
+    made."""
+    made = {}
+    hook = model.bbox_head.group_makers[0].register_forward_hook(
+        lambda module, args, groups: made.update(groups=groups))
+    model.train()
+    torch.manual_seed(0)
+    losses = model(
+        batch,
+        copy.deepcopy(metas),
+        gt_bboxes=[torch.tensor(b).reshape(-1, 4) for b in boxes],
+        gt_labels=[torch.tensor(l, dtype=torch.long) for l in labels],
+        return_loss=True)
+    hook.remove()
+    return {k: v.item() for k, v in losses.items()}, made['groups']
+
+
+def check_groups(groups, metas, reference, prefix=''):
+    """Co-DETR's auxiliary queries of each head: the same boxes, the same
+    positives with the same targets, the rest background."""
+    for group, head in zip(groups, ('aux0', 'aux1')):
+        coords = reference[f'{prefix}{head}/coords']
+        np.testing.assert_allclose(group.queries.reference.numpy(), coords,
+                                   rtol=0, atol=1e-6)
+        num_pos = reference[f'{prefix}{head}/num_pos'].tolist()
+        assert [q.numel() for q, _ in group.matches] == num_pos
+        for image, (count, meta) in enumerate(zip(num_pos, metas)):
+            h, w = meta['img_shape'][:2]
+            targets = bbox_xyxy_to_cxcywh(group.targets['gt_bboxes'][image] /
+                                          torch.tensor([w, h, w, h]))
+            np.testing.assert_allclose(
+                targets.numpy(),
+                reference[f'{prefix}{head}/targets'][image, :count],
+                rtol=0, atol=1e-6)
+            labels = reference[f'{prefix}{head}/labels'][image]
+            assert group.targets['gt_labels'][image].tolist() == labels[
+                :count].tolist()
+            assert (labels[count:] == 80).all()  # padding: background
+
+
+def check_losses(ours, reference, prefix=''):
+    """Every reference loss, same name, within 1e-5 relative."""
+    names = reference[prefix + 'loss_keys'].tolist()
+    values = reference[prefix + 'loss_values']
+    assert set(names) <= set(ours)
+    # Opera logs the supervised queries per group besides.
+    assert {k for k in set(ours) - set(names)} == {
+        'num_matched', 'num_matched_aux0', 'num_matched_aux1'}
+    np.testing.assert_allclose([ours[name] for name in names], values,
+                               rtol=1e-5, atol=0)
+
+
+def check_reference_outputs_and_losses(tmp_dir):
+    torch.set_num_threads(1)
+    reference = np.load(osp.join(DATA, 'codetr_r50_reference_outputs.npz'))
+    model = build()
+    load_checkpoint(model, converted_checkpoint(tmp_dir), strict=True)
+    batch, metas = reference_inputs()
+
+    model.eval()
+    with torch.no_grad():
+        outputs = model.bbox_head(model.extract_feat(batch), metas)
+        detections = model.bbox_head.get_bboxes(outputs, metas, rescale=True)
+    np.testing.assert_allclose(
+        outputs['cls_scores'][-1, :, :50].numpy(),
+        reference['last_cls_logits_first50'], rtol=0, atol=2e-5)
+    np.testing.assert_allclose(outputs['bbox_preds'][-1].numpy(),
+                               reference['last_bbox_cxcywh'], rtol=0,
+                               atol=2e-6)
+    for index, (boxes, labels) in enumerate(detections):
+        # Scores to float32 precision; pixels (up to 768) to ~1e-6.
+        expected = reference[f'img{index}_det_bboxes']
+        np.testing.assert_allclose(boxes[:, 4].numpy(), expected[:, 4],
+                                   rtol=0, atol=1e-5)
+        np.testing.assert_allclose(boxes[:, :4].numpy(), expected[:, :4],
+                                   rtol=0, atol=2e-3)
+        assert labels.tolist() == reference[f'img{index}_det_labels'].tolist()
+
+    for prefix, boxes, labels in (
+        ('', GT_BOXES, GT_LABELS),
+        ('nogt_img1/', [GT_BOXES[0], []], [GT_LABELS[0], []]),
+    ):
+        losses, groups = training_losses(model, batch, metas, boxes, labels)
+        check_losses(losses, reference, prefix)
+        check_groups(groups, metas, reference, prefix)
