@@ -11,14 +11,17 @@ from mmcv_custom import write_atomic
 from .hdetr_checkpoint import fill_untracked_bn
 
 
-def load_released(path):
-    """The ``model`` state dict of a DETR-style release (H-Deformable-DETR,
-    DINO, detrex)."""
+def load_released(path, entry='model'):
+    """The state dict of a release: its ``model`` entry for DETR-style code
+    (H-Deformable-DETR, DINO, detrex), ``state_dict`` for mmdet's
+    (Co-DETR)."""
     checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    if isinstance(checkpoint, dict) and 'model' in checkpoint:
-        return checkpoint['model']
-    raise KeyError(f'{path} has no "model" entry: not a released '
-                   'H-Deformable-DETR / DINO / detrex checkpoint')
+    if isinstance(checkpoint, dict) and entry in checkpoint:
+        return checkpoint[entry]
+    kind = ('H-Deformable-DETR / DINO / detrex' if entry == 'model' else
+            'mmdet (Co-DETR)')
+    raise KeyError(f'{path} has no "{entry}" entry: not a released {kind} '
+                   f'checkpoint')
 
 
 def check_against_config(state_dict, config_path):
