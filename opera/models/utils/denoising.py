@@ -69,9 +69,46 @@ def normalised_boxes(boxes, img_meta):
     return bbox_xyxy_to_cxcywh(boxes / boxes.new_tensor([w, h, w, h]))
 
 
-@MODELS.register_module()
-class ContrastiveDenoisingQueries(nn.Module):
-    """DINO's contrastive denoising queries (see the module docstring).
+def query_slots(counts, num_copies, device):
+    """Where each copy of each object goes: its image [R] and its query
+    [R] (copy c of object j of an image is query c x max(counts) + j), for
+    the objects of the batch concatenated image after image and copied
+    ``num_copies`` times (R = copies x objects)."""
+    counts_t = torch.tensor(counts, device=device)
+    image = torch.repeat_interleave(
+        torch.arange(counts_t.numel(), device=device), counts_t)
+    starts = torch.cumsum(counts_t, 0) - counts_t
+    slot = torch.arange(image.numel(), device=device) - starts[image]
+    copy = torch.arange(num_copies, device=device)
+    query = (copy * max(counts)).repeat_interleave(
+        image.numel()) + slot.repeat(num_copies)
+    return image.repeat(num_copies), query
+
+
+def scattered(values, image, query, bs, num_queries, fill):
+    """Rows ``values`` [N, D] placed at (``image``, ``query``) of a
+    [bs, num_queries, D] tensor full of ``fill``."""
+    out = values.new_full((bs, num_queries, values.size(-1)), fill)
+    out[image, query] = values
+    return out
+
+
+def positive_pairs(counts, num_groups, max_objects, device):
+    """Per image (query_inds, target_inds): the positive query of each
+    object in each group (group g's positives start at 2 g x
+    ``max_objects``)."""
+    pairs = []
+    for count in counts:
+        targets = torch.arange(count, device=device).repeat(num_groups)
+        starts = torch.arange(
+            num_groups, device=device).repeat_interleave(count)
+        pairs.append((starts * 2 * max_objects + targets, targets))
+    return pairs
+
+
+class DenoisingGroups(nn.Module):
+    """What the box and the pose denoising makers share: the label
+    embedding and label noise, the group count, and the group they return.
 
     Args:
         num_classes (int): Classes of the head (labels embedded; flipped
@@ -79,12 +116,80 @@ class ContrastiveDenoisingQueries(nn.Module):
         embed_dims (int): Query width.
         dn_number (int): About half the denoising queries per batch: the
             groups are ``dn_number`` // (largest object count). DINO: 100.
-        box_noise_scale (float): Corner noise, in half box sizes. DINO:
-            0.4.
         label_noise_ratio (float): Twice the label flip probability (as
             DINO defines it). DINO: 0.5.
         name (str): Loss suffix (``loss_cls_dn``).
         loss_weight (float): Weight of the denoising losses. DINO: 1.
+    """
+
+    def __init__(self, num_classes, embed_dims, dn_number, label_noise_ratio,
+                 name, loss_weight):
+        super().__init__()
+        if dn_number < 1:
+            raise ValueError(f'dn_number must be >= 1, got {dn_number}')
+        if not 0 <= label_noise_ratio <= 1:
+            raise ValueError(f'label_noise_ratio must be in [0, 1], got '
+                             f'{label_noise_ratio}')
+        self.num_classes = num_classes
+        self.label_embedding = nn.Embedding(num_classes, embed_dims)
+        self.dn_number = dn_number
+        self.label_noise_ratio = label_noise_ratio
+        self.name = name
+        self.loss_weight = loss_weight
+
+    def num_groups(self, max_objects):
+        """Denoising groups for a batch whose largest image has
+        ``max_objects`` objects (> 0)."""
+        return max(self.dn_number // max_objects, 1)
+
+    def noised_content(self, labels, num_copies):
+        """Content queries [R, c] of the batch's objects (``labels``: per
+        image [G_i]) copied ``num_copies`` times, labels noised (the first
+        draws)."""
+        return self.label_embedding(
+            noised_labels(
+                torch.cat(labels).repeat(num_copies), self.num_classes,
+                self.label_noise_ratio))
+
+    def no_content(self, bs):
+        """[bs, 0, c] content, still in the graph of the label embedding
+        (so a distributed run finds every parameter used)."""
+        return self.label_embedding.weight[:0].unsqueeze(0).expand(bs, -1, -1)
+
+    def group(self, queries, counts, num_groups):
+        """The batch's group: ``queries`` in blocks of 2 x max(counts) per
+        group, each object's positive query supervised by it."""
+        return FixedTargetGroup(
+            queries,
+            positive_pairs(counts, num_groups, max(counts),
+                           queries.reference.device),
+            self.name,
+            loss_weight=self.loss_weight,
+            sees_matching=True,
+            num_blocks=num_groups)
+
+    def empty_group(self, queries):
+        """A batch without objects: no queries (``queries`` has none), its
+        losses 0 under their usual names."""
+        bs = queries.reference.size(0)
+        empty = torch.zeros(
+            0, dtype=torch.long, device=queries.reference.device)
+        return FixedTargetGroup(
+            queries, [(empty, empty)] * bs,
+            self.name,
+            loss_weight=self.loss_weight,
+            sees_matching=True)
+
+
+@MODELS.register_module()
+class ContrastiveDenoisingQueries(DenoisingGroups):
+    """DINO's contrastive denoising queries (see the module docstring).
+
+    Args:
+        num_classes, embed_dims, dn_number, label_noise_ratio, name,
+            loss_weight: See :class:`DenoisingGroups`.
+        box_noise_scale (float): Corner noise, in half box sizes. DINO:
+            0.4.
     """
 
     def __init__(self,
@@ -95,25 +200,12 @@ class ContrastiveDenoisingQueries(nn.Module):
                  label_noise_ratio=0.5,
                  name='dn',
                  loss_weight=1.0):
-        super().__init__()
-        if dn_number < 1:
-            raise ValueError(f'dn_number must be >= 1, got {dn_number}')
-        if not 0 <= label_noise_ratio <= 1 or box_noise_scale < 0:
+        super().__init__(num_classes, embed_dims, dn_number,
+                         label_noise_ratio, name, loss_weight)
+        if box_noise_scale < 0:
             raise ValueError(
-                f'label_noise_ratio must be in [0, 1] and box_noise_scale '
-                f'>= 0, got {label_noise_ratio} and {box_noise_scale}')
-        self.num_classes = num_classes
-        self.label_embedding = nn.Embedding(num_classes, embed_dims)
-        self.dn_number = dn_number
+                f'box_noise_scale must be >= 0, got {box_noise_scale}')
         self.box_noise_scale = box_noise_scale
-        self.label_noise_ratio = label_noise_ratio
-        self.name = name
-        self.loss_weight = loss_weight
-
-    def num_groups(self, max_objects):
-        """Denoising groups for a batch whose largest image has
-        ``max_objects`` objects (> 0)."""
-        return max(self.dn_number // max_objects, 1)
 
     def forward(self, transformer, memory, levels, targets, img_metas):
         """The batch's denoising group.
@@ -133,84 +225,31 @@ class ContrastiveDenoisingQueries(nn.Module):
             background). Without objects in the batch: no queries (its
             losses are then 0).
         """
-        labels = targets['gt_labels']
-        counts = [label.numel() for label in labels]
-        max_objects = max(counts)
-        if max_objects == 0:
-            return self.empty_group(transformer, len(img_metas))
-        num_groups = self.num_groups(max_objects)
+        counts = [label.numel() for label in targets['gt_labels']]
+        bs = len(img_metas)
+        if max(counts) == 0:
+            content = self.no_content(bs)
+            return self.empty_group(
+                transformer.queries_from_boxes(
+                    content.new_zeros(bs, 0, 4), content))
+        num_groups = self.num_groups(max(counts))
         num_copies = 2 * num_groups
-        objects = sum(counts)
-        all_labels = torch.cat(labels).repeat(num_copies)
-        all_boxes = torch.cat([
+        boxes = torch.cat([
             normalised_boxes(boxes, meta)
             for boxes, meta in zip(targets['gt_bboxes'], img_metas)
         ]).repeat(num_copies, 1)
-        copy = torch.arange(num_copies, device=all_boxes.device)
-        negative = (copy % 2 == 1).repeat_interleave(objects)
+        copy = torch.arange(num_copies, device=boxes.device)
+        negative = (copy % 2 == 1).repeat_interleave(sum(counts))
 
         # DINO's draw order: labels first, then boxes.
-        content = self.label_embedding(
-            noised_labels(all_labels, self.num_classes,
-                          self.label_noise_ratio))
+        content = self.noised_content(targets['gt_labels'], num_copies)
         reference = inverse_sigmoid(
-            noised_boxes(all_boxes, negative, self.box_noise_scale),
+            noised_boxes(boxes, negative, self.box_noise_scale),
             eps=BOX_EPS).sigmoid()
 
-        image, slot = self.object_slots(counts, all_boxes.device)
-        query = (copy * max_objects).repeat_interleave(objects) + slot.repeat(
-            num_copies)
-        image = image.repeat(num_copies)
-        num_queries = num_copies * max_objects
-        bs = len(img_metas)
-        padded_content = content.new_zeros(bs, num_queries, content.size(-1))
-        padded_content[image, query] = content
-        padded_reference = reference.new_full((bs, num_queries, 4), 0.5)
-        padded_reference[image, query] = reference
-        return FixedTargetGroup(
-            transformer.queries_from_boxes(padded_reference, padded_content),
-            self.positive_pairs(counts, num_groups, max_objects,
-                                all_boxes.device),
-            self.name,
-            loss_weight=self.loss_weight,
-            sees_matching=True,
-            num_blocks=num_groups)
-
-    @staticmethod
-    def object_slots(counts, device):
-        """For the batch's objects concatenated: their image [N] and their
-        index within the image [N]."""
-        counts = torch.tensor(counts, device=device)
-        image = torch.repeat_interleave(
-            torch.arange(counts.numel(), device=device), counts)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(image.numel(), device=device) - starts[image]
-        return image, slot
-
-    @staticmethod
-    def positive_pairs(counts, num_groups, max_objects, device):
-        """Per image (query_inds, target_inds): the positive query of each
-        object in each group (group g's positives start at 2 g x
-        ``max_objects``)."""
-        pairs = []
-        for count in counts:
-            targets = torch.arange(count, device=device).repeat(num_groups)
-            starts = torch.arange(
-                num_groups, device=device).repeat_interleave(count)
-            pairs.append((starts * 2 * max_objects + targets, targets))
-        return pairs
-
-    def empty_group(self, transformer, bs):
-        """No queries; the label embedding stays in the graph (so a
-        distributed run finds every parameter used) and the losses are
-        0 under their usual names."""
-        content = self.label_embedding.weight[:0].unsqueeze(0).expand(
-            bs, -1, -1)
-        queries = transformer.queries_from_boxes(content.new_zeros(bs, 0, 4),
-                                                 content)
-        empty = torch.zeros(0, dtype=torch.long, device=content.device)
-        return FixedTargetGroup(
-            queries, [(empty, empty)] * bs,
-            self.name,
-            loss_weight=self.loss_weight,
-            sees_matching=True)
+        image, query = query_slots(counts, num_copies, boxes.device)
+        num_queries = num_copies * max(counts)
+        queries = transformer.queries_from_boxes(
+            scattered(reference, image, query, bs, num_queries, 0.5),
+            scattered(content, image, query, bs, num_queries, 0.))
+        return self.group(queries, counts, num_groups)

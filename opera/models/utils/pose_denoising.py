@@ -27,12 +27,10 @@ copied 2G times (even copies positive, odd negative): the label draws of
 (R = 2 G N).
 """
 import torch
-import torch.nn as nn
 
 from ..builder import MODELS
-from .denoising import (ContrastiveDenoisingQueries, noised_labels,
-                        normalised_boxes)
-from .fixed_target_groups import FixedTargetGroup
+from .denoising import (DenoisingGroups, normalised_boxes, query_slots,
+                        scattered)
 
 
 def normalised_poses(keypoints, boxes, img_meta):
@@ -90,28 +88,8 @@ def batch_poses(targets, img_metas, num_keypoints):
     return torch.cat(poses), torch.cat(boxes)[:, 2:] / 2
 
 
-def query_slots(counts, num_copies, device):
-    """Where each copy of each person goes: image [R] and query [R] (copy c
-    of person j of an image is its query c x max(counts) + j), for the
-    persons concatenated and copied ``num_copies`` times (R = copies x
-    persons)."""
-    image, slot = ContrastiveDenoisingQueries.object_slots(counts, device)
-    copy = torch.arange(num_copies, device=device)
-    query = (copy * max(counts)).repeat_interleave(
-        image.numel()) + slot.repeat(num_copies)
-    return image.repeat(num_copies), query
-
-
-def scattered(values, image, query, bs, num_queries, fill):
-    """Rows ``values`` [N, D] placed at (``image``, ``query``) of a
-    [bs, num_queries, D] tensor full of ``fill``."""
-    out = values.new_full((bs, num_queries, values.size(-1)), fill)
-    out[image, query] = values
-    return out
-
-
 @MODELS.register_module()
-class PoseDenoisingQueries(nn.Module):
+class PoseDenoisingQueries(DenoisingGroups):
     """Contrastive pose denoising queries (see the module docstring).
 
     Needs ``opera.PETRTransformer`` with ``given_pose_queries=True`` (the
@@ -119,18 +97,12 @@ class PoseDenoisingQueries(nn.Module):
     queries_from_poses`).
 
     Args:
-        num_classes (int): Classes of the head (labels embedded; flipped
-            labels drawn from them).
-        embed_dims (int): Query width.
-        dn_number (int): About half the denoising queries per batch: the
-            groups are ``dn_number`` // (largest person count). DINO's 100.
+        num_classes, embed_dims, dn_number, label_noise_ratio, name,
+            loss_weight: See :class:`.DenoisingGroups` (``name`` is the
+            loss suffix, ``loss_kpt_dn``).
         keypoint_noise_scale (float): Keypoint noise, in half box sizes
             (the unit of DINO's ``box_noise_scale``, whose 0.4 is the
             default; not tuned for poses).
-        label_noise_ratio (float): Twice the label flip probability (as
-            DINO defines it). DINO: 0.5.
-        name (str): Loss suffix (``loss_kpt_dn``).
-        loss_weight (float): Weight of the denoising losses.
     """
 
     def __init__(self,
@@ -141,21 +113,12 @@ class PoseDenoisingQueries(nn.Module):
                  label_noise_ratio=0.5,
                  name='dn',
                  loss_weight=1.0):
-        super().__init__()
-        if dn_number < 1:
-            raise ValueError(f'dn_number must be >= 1, got {dn_number}')
-        if not 0 <= label_noise_ratio <= 1 or keypoint_noise_scale < 0:
-            raise ValueError(
-                f'label_noise_ratio must be in [0, 1] and '
-                f'keypoint_noise_scale >= 0, got {label_noise_ratio} and '
-                f'{keypoint_noise_scale}')
-        self.num_classes = num_classes
-        self.label_embedding = nn.Embedding(num_classes, embed_dims)
-        self.dn_number = dn_number
+        super().__init__(num_classes, embed_dims, dn_number,
+                         label_noise_ratio, name, loss_weight)
+        if keypoint_noise_scale < 0:
+            raise ValueError(f'keypoint_noise_scale must be >= 0, got '
+                             f'{keypoint_noise_scale}')
         self.keypoint_noise_scale = keypoint_noise_scale
-        self.label_noise_ratio = label_noise_ratio
-        self.name = name
-        self.loss_weight = loss_weight
 
     def forward(self, transformer, memory, levels, targets, img_metas):
         """The batch's pose denoising group.
@@ -185,11 +148,14 @@ class PoseDenoisingQueries(nn.Module):
                 f'model.bbox_head.fixed_target_groups)')
         labels = targets['gt_labels']
         counts = [label.numel() for label in labels]
-        max_persons = max(counts)
         bs = len(img_metas)
-        if max_persons == 0:
-            return self.empty_group(transformer, bs)
-        num_groups = max(self.dn_number // max_persons, 1)
+        if max(counts) == 0:
+            content = self.no_content(bs)
+            return self.empty_group(
+                transformer.queries_from_poses(
+                    content.new_zeros(bs, 0, 2 * transformer.num_keypoints),
+                    content))
+        num_groups = self.num_groups(max(counts))
         num_copies = 2 * num_groups
         poses, half_sizes = batch_poses(targets, img_metas,
                                         transformer.num_keypoints)
@@ -198,38 +164,13 @@ class PoseDenoisingQueries(nn.Module):
         negative = (copy % 2 == 1).repeat_interleave(sum(counts))
 
         # The box CDN's draw order: labels first, then the keypoints.
-        content = self.label_embedding(
-            noised_labels(
-                torch.cat(labels).repeat(num_copies), self.num_classes,
-                self.label_noise_ratio))
+        content = self.noised_content(labels, num_copies)
         noised = noised_poses(poses, half_sizes.repeat(num_copies, 1),
                               negative, self.keypoint_noise_scale)
 
         image, query = query_slots(counts, num_copies, poses.device)
-        num_queries = num_copies * max_persons
+        num_queries = num_copies * max(counts)
         queries = transformer.queries_from_poses(
             scattered(noised, image, query, bs, num_queries, 0.5),
             scattered(content, image, query, bs, num_queries, 0.))
-        return FixedTargetGroup(
-            queries,
-            ContrastiveDenoisingQueries.positive_pairs(
-                counts, num_groups, max_persons, poses.device),
-            self.name,
-            loss_weight=self.loss_weight,
-            sees_matching=True,
-            num_blocks=num_groups)
-
-    def empty_group(self, transformer, bs):
-        """No queries; the label embedding and the transformer's pose
-        position stay in the graph (so a distributed run finds every
-        parameter used) and the losses are 0 under their usual names."""
-        content = self.label_embedding.weight[:0].unsqueeze(0).expand(
-            bs, -1, -1)
-        poses = content.new_zeros(bs, 0, 2 * transformer.num_keypoints)
-        empty = torch.zeros(0, dtype=torch.long, device=content.device)
-        return FixedTargetGroup(
-            transformer.queries_from_poses(poses, content),
-            [(empty, empty)] * bs,
-            self.name,
-            loss_weight=self.loss_weight,
-            sees_matching=True)
+        return self.group(queries, counts, num_groups)
