@@ -20,9 +20,16 @@ CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'),
                          recursive=True) if '_base_' not in p)
 # GPUs x images per GPU of the published recipes without it in their name:
-# H-Deformable-DETR and its baselines, 8 x 2 (shared/REFERENCE.md section
-# 2); the CPU quick starts, one process x 2.
-STATED_ELSEWHERE = {'hdetr': (8, 2), 'quickstart': (1, 2)}
+# H-Deformable-DETR and its baselines, DINO and Co-DETR, 8 x 2
+# (shared/REFERENCE.md sections 2 and 8); DINO-5scale 8 x 1 (its
+# DINO_5scale.py: batch_size = 1); the CPU quick starts, one process x 2.
+STATED_ELSEWHERE = {
+    'hdetr': (8, 2),
+    'dino': (8, 2),
+    'co_detr': (8, 2),
+    'quickstart': (1, 2)
+}
+STATED_FOR_FILE = {'dino_r50_5scale_12ep.py': (8, 1)}
 LOGGER = logging.getLogger(__name__)
 
 
@@ -32,6 +39,8 @@ def recipe_batch(path):
     match = re.search(r'_(\d+)x(\d+)_', osp.basename(path))
     if match:
         return int(match.group(1)), int(match.group(2))
+    if osp.basename(path) in STATED_FOR_FILE:
+        return STATED_FOR_FILE[osp.basename(path)]
     return STATED_ELSEWHERE[osp.basename(osp.dirname(path))]
 
 
