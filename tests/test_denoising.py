@@ -222,3 +222,13 @@ def test_denoising_group_on_h_deformable_detr():
     assert outputs['bbox_preds'].shape[2] == 60 + 18
     assert losses['num_matched_dn'].item() == 12
     assert {'loss_cls_one2many', 'loss_iou_dn'} <= set(losses)
+
+
+def test_dino_transformer_refuses_a_decoder_without_box_positions():
+    """DINO's queries have no positions; a Deformable-DETR decoder would
+    run them without any (no error, a wrong model)."""
+    with pytest.raises(TypeError, match='DinoTransformerDecoder'):
+        build_tiny(
+            TINY_DINO,
+            transformer=dict(
+                decoder=dict(type='opera.DeformableDetrTransformerDecoder')))

@@ -32,7 +32,7 @@ from .decoder_queries import DecoderQueries
 from .deformable_encoder import check_query_embed, num_proposals
 from .refine import run_refining_layers
 from .transformer import (DeformableDetrTransformer,
-                          DeformableDetrTransformerDecoder)
+                          DeformableDetrTransformerDecoder, check_boxes)
 
 
 def box_sine_embedding(boxes, num_feats=128, temperature=10000):
@@ -159,6 +159,14 @@ class DinoTransformer(DeformableDetrTransformer):
                 raise ValueError(f'DinoTransformer is always {key}=True; '
                                  f'remove {key} from the config')
         super().__init__(as_two_stage=True, mixed_selection=True, **kwargs)
+        # Its queries carry no positions: a decoder that does not make them
+        # from the boxes would run without any, silently.
+        if not isinstance(self.decoder, DinoTransformerDecoder):
+            raise TypeError(
+                f'DinoTransformer\'s queries have no positional part, which '
+                f'type=\'opera.DinoTransformerDecoder\' makes from the boxes '
+                f'at every layer; model.bbox_head.transformer.decoder is '
+                f'{type(self.decoder).__name__}')
 
     def init_layers(self):
         """Level embeddings and the encoder-output projection; no
@@ -178,9 +186,7 @@ class DinoTransformer(DeformableDetrTransformer):
             boxes (Tensor): [bs, n, 4] (cx, cy, w, h) in [0, 1].
             content (Tensor): [bs, n, c].
         """
-        if boxes.dim() != 3 or boxes.size(-1) != 4:
-            raise ValueError(f'queries_from_boxes takes boxes [bs, n, 4], '
-                             f'got {tuple(boxes.shape)}')
+        check_boxes(boxes)
         return DecoderQueries(content, None, boxes.detach())
 
     def pre_decoder(self, memory, levels, query_embed, num_queries,

@@ -37,6 +37,14 @@ from .layer_checkpoint import run_layer
 from .refine import run_refining_layers
 
 
+def check_boxes(boxes):
+    """Raise a ValueError unless ``boxes`` is [bs, n, 4] (the boxes a
+    transformer's ``queries_from_boxes`` takes)."""
+    if boxes.dim() != 3 or boxes.size(-1) != 4:
+        raise ValueError(f'queries_from_boxes takes boxes [bs, n, 4], '
+                         f'got {tuple(boxes.shape)}')
+
+
 @TRANSFORMER_LAYER_SEQUENCE.register_module()
 class DetrTransformerEncoder(StrictLayerSequence,
                              MMDetDetrTransformerEncoder):
@@ -204,9 +212,7 @@ class DeformableDetrTransformer(EncoderStage,
         Returns:
             DecoderQueries: ``reference`` the boxes (detached).
         """
-        if boxes.dim() != 3 or boxes.size(-1) != 4:
-            raise ValueError(f'queries_from_boxes takes boxes [bs, n, 4], '
-                             f'got {tuple(boxes.shape)}')
+        check_boxes(boxes)
         boxes = boxes.detach()
         # No eps: the embedding takes the sigmoid of these logits again, and
         # boxes at 0 or 1 (a proposal with an infinite logit) come back as
