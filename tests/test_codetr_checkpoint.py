@@ -1,29 +1,34 @@
-"""Co-DETR's checkpoints load into the Co-Deformable-DETR config and give
-Co-DETR's outputs and training losses.
+"""Co-DETR's checkpoints load into the Co-Deformable-DETR and Co-DINO
+configs and give Co-DETR's outputs and training losses.
 
 The fixtures were made once by running Sense-X/Co-DETR's own code
-(``co_deformable_detr_r50_1x_coco.py``, on mmcv-full 1.7.2 + mmdet 2.28.2,
-CPU, oneDNN pinned to AVX2, one thread) with every floating state-dict
-entry set by ``keyed_weights.keyed_tensor`` under Co-DETR's names:
+(``co_deformable_detr_r50_1x_coco.py`` and ``co_dino_5scale_r50_1x_coco.py``,
+on mmcv-full 1.7.2 + mmdet 2.28.2, CPU, oneDNN pinned to AVX2, one thread,
+float32) with every floating state-dict entry set by
+``keyed_weights.keyed_tensor`` under Co-DETR's names:
 
-- ``codetr_r50_checkpoint_layout.json.gz``: every entry's name and shape
-  and the parameter counts;
-- ``codetr_r50_reference_outputs.npz``: on two random images (320 x 384 and
-  256 x 320, padded to 320 x 384, scale factor 0.5), the last decoder
-  layer's class logits (first 50 queries) and boxes and the detections;
-  the training losses of one forward with ``torch.manual_seed(0)`` just
-  before it (the samplers' and the padding's ``randperm`` draws follow),
+- ``{codetr,codino}_r50_checkpoint_layout.json.gz``: every entry's name and
+  shape and the parameter counts;
+- ``{codetr,codino}_r50_reference_outputs.npz``: on two random images (320
+  x 384 and 256 x 320, padded to 320 x 384, scale factor 0.5), the last
+  decoder layer's class logits (first 50 queries) and boxes and the
+  detections (Co-DINO's after its soft-NMS); the training losses of one
+  forward with ``torch.manual_seed(0)`` just before it (Co-DINO's denoising
+  draws, then the samplers' and the padding's ``randperm`` draws follow),
   with the auxiliary queries' boxes, labels and targets, once with objects
-  in both images and once with none in image 1.
+  in both images, once with none in image 1 and (Co-DINO) once with none
+  at all.
 """
 import copy
 import gzip
 import json
 import os.path as osp
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from mmcv.runner import load_checkpoint
 from mmdet.core import bbox_xyxy_to_cxcywh
@@ -44,18 +49,44 @@ PAD = (320, 384)
 GT_BOXES = [[[20., 30., 200., 180.], [150., 60., 370., 300.],
              [40., 200., 120., 310.]], [[10., 20., 300., 240.]]]
 GT_LABELS = [[3, 17, 0], [56]]
+#: Per model: its config, fixtures, the group maker of the auxiliary heads,
+#: the ground-truth variants of its reference run, opera's extra logs.
+MODELS = {
+    'co_deformable_detr':
+    dict(
+        config=CO_R50,
+        fixture='codetr_r50',
+        aux_maker=0,
+        variants=('', 'nogt_img1/'),
+        logged={'num_matched', 'num_matched_aux0', 'num_matched_aux1'}),
+    'co_dino':
+    dict(
+        config='configs/co_detr/co_dino_r50_5scale_12ep.py',
+        fixture='codino_r50',
+        aux_maker=1,
+        variants=('', 'nogt_img1/', 'nogt_all/'),
+        logged={
+            'num_matched', 'num_matched_dn', 'num_matched_aux0',
+            'num_matched_aux1'
+        }),
+}
+GROUND_TRUTH = {
+    '': (GT_BOXES, GT_LABELS),
+    'nogt_img1/': ([GT_BOXES[0], []], [GT_LABELS[0], []]),
+    'nogt_all/': ([[], []], [[], []]),
+}
 
 
-def reference_layout():
-    with gzip.open(osp.join(DATA, 'codetr_r50_checkpoint_layout.json.gz'),
-                   'rt') as f:
+def reference_layout(kind='co_deformable_detr'):
+    name = f'{MODELS[kind]["fixture"]}_checkpoint_layout.json.gz'
+    with gzip.open(osp.join(DATA, name), 'rt') as f:
         return json.load(f)
 
 
-def released_state():
+def released_state(kind='co_deformable_detr'):
     """Co-DETR's state dict as the reference run filled it (its integer
     buffers, BN's num_batches_tracked, left at 0)."""
-    layout = reference_layout()
+    layout = reference_layout(kind)
     return {
         name: (torch.zeros(shape, dtype=torch.long) if name in
                layout['dtypes'] else keyed_tensor(name, tuple(shape)).float())
@@ -63,27 +94,56 @@ def released_state():
     }
 
 
-def build():
+def build(kind='co_deformable_detr'):
     cfg = load_config(
-        osp.join(REPO_ROOT, CO_R50), {'model.backbone.init_cfg': None})
+        osp.join(REPO_ROOT, MODELS[kind]['config']),
+        {'model.backbone.init_cfg': None})
     return build_detector(cfg.model)
 
 
-def test_layout_converts_to_the_config_exactly():
-    layout = reference_layout()
-    model = build()
+@pytest.mark.parametrize('kind', sorted(MODELS))
+def test_layout_converts_to_the_config_exactly(kind):
+    layout = reference_layout(kind)
+    model = build(kind)
     assert sum(p.numel() for p in model.parameters()) == layout['num_params']
-    converted, unknown = to_opera(released_state())
+    converted, unknown = to_opera(released_state(kind))
     assert unknown == []
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert sorted(set(ours) - set(converted)) == []
     assert sorted(set(converted) - set(ours)) == []
     assert {k for k in ours if ours[k] != tuple(converted[k].shape)} == set()
+
+
+def test_co_deformable_detr_head_offsets_become_one_number_per_head():
+    converted, _ = to_opera(released_state())
     # The [2, 1] per-head offset table becomes one number per head.
     offsets = released_state()['query_head.transformer.head_pos_embed.weight']
     for index in range(2):
         assert converted[f'bbox_head.group_makers.0.heads.{index}.'
                          f'embedding.head_offset'] == offsets[index]
+
+
+def test_co_dino_entries_move_to_the_denoising_and_auxiliary_makers():
+    state = released_state('co_dino')
+    converted, _ = to_opera(state)
+    moved = {
+        'query_head.label_embedding.weight':
+        'bbox_head.group_makers.0.label_embedding.weight',
+        'query_head.transformer.query_embed.weight':
+        'bbox_head.query_embedding.weight',
+        'query_head.transformer.aux_pos_trans.1.weight':
+        'bbox_head.group_makers.1.heads.1.embedding.content.weight',
+        'query_head.transformer.aux_pos_trans_norm.0.bias':
+        'bbox_head.group_makers.1.heads.0.embedding.content_norm.bias',
+        'query_head.downsample.0.weight':
+        'bbox_head.group_makers.1.pyramid.downsample.0.weight',
+        'bbox_head.0.atss_cls.weight':
+        'bbox_head.group_makers.1.heads.1.head.atss_cls.weight',
+        'query_head.transformer.decoder.ref_point_head.2.bias':
+        'bbox_head.transformer.decoder.ref_point_head.2.bias',
+    }
+    for theirs, ours in moved.items():
+        assert torch.equal(converted[ours], state[theirs]), theirs
 
 
 def test_mask_entries_and_a_second_rpn_are_reported_unknown():
@@ -105,12 +165,14 @@ def test_mask_entries_and_a_second_rpn_are_reported_unknown():
     }
 
 
-def test_codetr_checkpoint_gives_reference_outputs_and_losses(tmp_path):
+@pytest.mark.parametrize('kind', sorted(MODELS))
+def test_codetr_checkpoint_gives_reference_outputs_and_losses(
+        tmp_path, kind):
     """The check below, in a child process whose oneDNN is pinned to AVX2
     (the fixture's kernels; see ``conftest.run_with_avx2_onednn``)."""
     result = run_with_avx2_onednn('test_codetr_checkpoint',
                                   'check_reference_outputs_and_losses',
-                                  str(tmp_path))
+                                  str(tmp_path), kind)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -132,25 +194,29 @@ def reference_inputs():
     return batch, metas
 
 
-def converted_checkpoint(tmp_dir):
+def converted_checkpoint(tmp_dir, kind):
     """Co-DETR's keyed checkpoint, converted by the command-line tool."""
     released = osp.join(tmp_dir, 'codetr.pth')
-    torch.save(dict(state_dict=released_state()), released)
+    torch.save(dict(state_dict=released_state(kind)), released)
     converted = osp.join(tmp_dir, 'opera.pth')
     result = subprocess.run([
         sys.executable, TOOL, released, converted, '--config',
-        osp.join(REPO_ROOT, CO_R50)
+        osp.join(REPO_ROOT, MODELS[kind]['config'])
     ], capture_output=True, text=True, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return converted
 
 
-def training_losses(model, batch, metas, boxes, labels):
-    """The losses of one training forward, and the auxiliary groups it
-    made."""
+def training_losses(model, aux_maker, batch, metas, boxes, labels):
+    """The losses of one training forward, and the groups it made (by
+    maker: the auxiliary heads' are ``aux_maker``'s)."""
     made = {}
-    hook = model.bbox_head.group_makers[0].register_forward_hook(
-        lambda module, args, groups: made.update(groups=groups))
+    hooks = [
+        maker.register_forward_hook(
+            lambda module, args, groups, index=index: made.update(
+                {index: groups}))
+        for index, maker in enumerate(model.bbox_head.group_makers)
+    ]
     model.train()
     torch.manual_seed(0)
     losses = model(
@@ -159,8 +225,9 @@ def training_losses(model, batch, metas, boxes, labels):
         gt_bboxes=[torch.tensor(b).reshape(-1, 4) for b in boxes],
         gt_labels=[torch.tensor(l, dtype=torch.long) for l in labels],
         return_loss=True)
-    hook.remove()
-    return {k: v.item() for k, v in losses.items()}, made['groups']
+    for hook in hooks:
+        hook.remove()
+    return {k: v.item() for k, v in losses.items()}, made
 
 
 def check_groups(groups, metas, reference, prefix=''):
@@ -186,23 +253,31 @@ def check_groups(groups, metas, reference, prefix=''):
             assert (labels[count:] == 80).all()  # padding: background
 
 
-def check_losses(ours, reference, prefix=''):
+def our_loss_name(name):
+    """Co-DINO's denoising losses are ``[d{l}.]dn_loss_*``, ours
+    ``[d{l}.]loss_*_dn``; the other names are the same."""
+    match = re.fullmatch(r'(d\d+\.)?dn_(loss_\w+)', name)
+    return f'{match.group(1) or ""}{match.group(2)}_dn' if match else name
+
+
+def check_losses(ours, reference, logged, prefix=''):
     """Every reference loss, same name, within 1e-5 relative."""
-    names = reference[prefix + 'loss_keys'].tolist()
+    names = [our_loss_name(n) for n in reference[prefix + 'loss_keys']]
     values = reference[prefix + 'loss_values']
     assert set(names) <= set(ours)
     # Opera logs the supervised queries per group besides.
-    assert {k for k in set(ours) - set(names)} == {
-        'num_matched', 'num_matched_aux0', 'num_matched_aux1'}
+    assert set(ours) - set(names) == logged
     np.testing.assert_allclose([ours[name] for name in names], values,
                                rtol=1e-5, atol=0)
 
 
-def check_reference_outputs_and_losses(tmp_dir):
+def check_reference_outputs_and_losses(tmp_dir, kind):
     torch.set_num_threads(1)
-    reference = np.load(osp.join(DATA, 'codetr_r50_reference_outputs.npz'))
-    model = build()
-    load_checkpoint(model, converted_checkpoint(tmp_dir), strict=True)
+    spec = MODELS[kind]
+    reference = np.load(
+        osp.join(DATA, f'{spec["fixture"]}_reference_outputs.npz'))
+    model = build(kind)
+    load_checkpoint(model, converted_checkpoint(tmp_dir, kind), strict=True)
     batch, metas = reference_inputs()
 
     model.eval()
@@ -224,10 +299,15 @@ def check_reference_outputs_and_losses(tmp_dir):
                                    rtol=0, atol=2e-3)
         assert labels.tolist() == reference[f'img{index}_det_labels'].tolist()
 
-    for prefix, boxes, labels in (
-        ('', GT_BOXES, GT_LABELS),
-        ('nogt_img1/', [GT_BOXES[0], []], [GT_LABELS[0], []]),
-    ):
-        losses, groups = training_losses(model, batch, metas, boxes, labels)
-        check_losses(losses, reference, prefix)
-        check_groups(groups, metas, reference, prefix)
+    for prefix in spec['variants']:
+        losses, made = training_losses(model, spec['aux_maker'], batch,
+                                       metas, *GROUND_TRUTH[prefix])
+        check_losses(losses, reference, spec['logged'], prefix)
+        check_groups(made[spec['aux_maker']], metas, reference, prefix)
+        if kind == 'co_dino':
+            # The denoising queries: groups x 2 x the most objects.
+            denoising = made[0]
+            assert denoising.num_queries == reference[prefix + 'dn/pad_size']
+            if denoising.num_queries:
+                assert denoising.num_blocks == reference[prefix +
+                                                         'dn/num_dn_group']

@@ -56,6 +56,9 @@ REFERENCE_COUNTS = {
     'co_detr/co_deformable_detr_swin_tiny_36ep.py': 65_619_808,
     'co_detr/co_deformable_detr_swin_large_12ep.py': 235_413_658,
     'co_detr/co_h_deformable_detr_r50_12ep.py': 65_238_374,
+    # Co-DINO R50 (5 scales): 65,204,005 parameters, 64,928,485 trainable,
+    # its code built on the CPU (tests/data/codino_r50_checkpoint_layout).
+    'co_detr/co_dino_r50_5scale_12ep.py': 64_928_485,
     'petr/petr_r50_16x2_100e_coco.py': 43_356_193,
     'petr/h_petr_r50_8x1_100e_coco_t900_group5_ffn2x_dp0.py': 46_443_553,
     # No reference model: H-PETR R50 + pose denoising, measured here. The

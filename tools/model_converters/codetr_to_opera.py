@@ -2,9 +2,12 @@
 
     python tools/model_converters/codetr_to_opera.py SRC DST \
         --config configs/co_detr/co_deformable_detr_r50_12ep.py
+    python tools/model_converters/codetr_to_opera.py SRC DST \
+        --config configs/co_detr/co_dino_r50_5scale_12ep.py
 
-Co-DETR's checkpoints are mmdet checkpoints (``state_dict``); the names
-change as ``opera.utils.codetr_checkpoint`` lists. With ``--config`` the
+Co-DETR's checkpoints (Co-Deformable-DETR and Co-DINO, told apart by their
+keys) are mmdet checkpoints (``state_dict``); the names change as
+``opera.utils.codetr_checkpoint`` lists. With ``--config`` the
 result is loaded into that config's model and every missing, unexpected or
 misshapen key is reported by name (and the conversion fails).
 """

@@ -26,9 +26,7 @@ from mmdet.core import bbox2roi
 from mmdet.models.builder import build_head
 
 from ..builder import MODELS
-from ..utils.auxiliary_queries import (AuxiliaryCandidates,
-                                       AuxiliaryQueryEmbedding,
-                                       select_positives)
+from ..utils.auxiliary_queries import AuxiliaryCandidates, select_positives
 from ..utils.fixed_target_groups import FixedTargetGroup
 from ..utils.memory_pyramid import MemoryPyramid
 
@@ -74,16 +72,21 @@ class AuxiliaryQueryHead(nn.Module):
         max_per_image (int): Most positives per image made queries.
         loss_weight (float): Weight of the group's decoder losses
             (Co-DETR's ``lambda_1``).
+        query_embedding (dict | None): How the positives become queries
+            (set by :class:`CoDETRAuxiliaryHeads`).
     """
 
     def __init__(self, num_classes, embed_dims, index, max_per_image=300,
-                 loss_weight=1.0):
+                 loss_weight=1.0, query_embedding=None):
         super().__init__()
         self.num_classes = num_classes
         self.index = index
         self.max_per_image = max_per_image
         self.loss_weight = loss_weight
-        self.embedding = AuxiliaryQueryEmbedding(embed_dims)
+        self.embedding = MODELS.build(
+            dict(query_embedding
+                 or dict(type='opera.AuxiliaryQueryEmbedding'),
+                 embed_dims=embed_dims))
 
     @property
     def name(self):
@@ -282,24 +285,31 @@ class CoDETRAuxiliaryHeads(nn.Module):
             set here.
         pyramid (dict): :class:`.MemoryPyramid` arguments other than
             ``embed_dims``.
+        query_embedding (dict | None): How every head's positives become
+            queries: ``opera.AuxiliaryQueryEmbedding`` (None: Co-Deformable-
+            DETR's content and position) or ``opera.AuxiliaryContentEmbedding``
+            (Co-DINO's content only, for ``opera.DinoTransformer``).
     """
 
-    def __init__(self, num_classes, embed_dims, heads, pyramid=None):
+    def __init__(self, num_classes, embed_dims, heads, pyramid=None,
+                 query_embedding=None):
         super().__init__()
         if not heads:
             raise ValueError(f'{CONFIG}: opera.CoDETRAuxiliaryHeads needs '
                              f'at least one head (remove it to have none)')
         self.pyramid = MemoryPyramid(embed_dims, **(pyramid or {}))
         self.heads = nn.ModuleList()
+        set_here = {'num_classes', 'embed_dims', 'index', 'query_embedding'}
         for index, cfg in enumerate(heads):
-            taken = sorted({'num_classes', 'embed_dims', 'index'} & set(cfg))
+            taken = sorted(set_here & set(cfg))
             if taken:
                 raise ValueError(f'{CONFIG}: {cfg["type"]} sets {taken}, '
                                  f'which the auxiliary heads set')
             self.heads.append(
                 MODELS.build(
                     dict(cfg, num_classes=num_classes,
-                         embed_dims=embed_dims, index=index)))
+                         embed_dims=embed_dims, index=index,
+                         query_embedding=query_embedding)))
 
     def forward(self, transformer, memory, levels, targets, img_metas):
         """The groups of the batch, one per head (see

@@ -8,11 +8,13 @@ boxes and an IoU loss in pixels, each normalised by the matched queries.
 (``loss_cls`` / ``loss_bbox`` / ``loss_iou``, ``train_cfg.assigner``).
 """
 import torch
-from mmdet.core import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh, reduce_mean
+from mmdet.core import (bbox_cxcywh_to_xyxy, bbox_overlaps,
+                        bbox_xyxy_to_cxcywh, reduce_mean)
 # mmdet's builders, as mmdet's DETR head used: the head's config keys
 # resolve as they always did (an unscoped 'HungarianAssigner' is mmdet's).
 from mmdet.core.bbox import build_assigner
 from mmdet.models.builder import build_loss
+from mmdet.models.losses import QualityFocalLoss
 
 from ..builder import LOSSES
 from ..utils.arguments import require_cfg_keys
@@ -28,7 +30,10 @@ class DETRCriterion(SetCriterion):
     Args:
         num_classes (int): Object classes; label ``num_classes`` is the
             background.
-        loss_cls (dict): Class loss (``model.bbox_head.loss_cls``).
+        loss_cls (dict): Class loss (``model.bbox_head.loss_cls``). A
+            ``QualityFocalLoss`` (Co-DINO's) is given, for each matched
+            query, the IoU of its box with its object's as the target score
+            of its class (see :func:`matched_ious`).
         loss_bbox (dict): L1 box loss (``model.bbox_head.loss_bbox``).
         loss_iou (dict): IoU box loss (``model.bbox_head.loss_iou``).
         assigner (dict | None): Hungarian assigner config taking
@@ -73,6 +78,9 @@ class DETRCriterion(SetCriterion):
         self.loss_cls = build_loss(loss_cls)
         self.loss_bbox = build_loss(loss_bbox)
         self.loss_iou = build_loss(loss_iou)
+        # The class loss reads (labels, IoU of each matched box): the
+        # config's loss type says so, one source for it.
+        self.iou_class_targets = isinstance(self.loss_cls, QualityFocalLoss)
         self.cls_out_channels = (
             num_classes if self.loss_cls.use_sigmoid else num_classes + 1)
 
@@ -195,8 +203,14 @@ class DETRCriterion(SetCriterion):
             cls_avg_factor = reduce_mean(
                 cls_scores.new_tensor([cls_avg_factor]))
         cls_avg_factor = max(cls_avg_factor, 1)
+        cls_targets = labels
+        if self.iou_class_targets:
+            cls_targets = (labels,
+                           matched_ious(
+                               bbox_preds.reshape(-1, 4), bbox_targets,
+                               labels, self.num_classes))
         loss_cls = self.loss_cls(
-            cls_scores, labels, label_weights, avg_factor=cls_avg_factor)
+            cls_scores, cls_targets, label_weights, avg_factor=cls_avg_factor)
 
         avg_factor = mean_over_gpus(num_pos, loss_cls.device)
         factors = torch.cat([
@@ -215,3 +229,28 @@ class DETRCriterion(SetCriterion):
         losses = dict(
             loss_cls=loss_cls, loss_bbox=loss_bbox, loss_iou=loss_iou)
         return losses, num_pos, None
+
+
+def matched_ious(bbox_preds, bbox_targets, labels, num_classes):
+    """Each matched query's IoU with its object, 0 for the others: the
+    class target score of a quality focal loss (Co-DINO's).
+
+    Args:
+        bbox_preds (Tensor): [N, 4] (cx, cy, w, h) in [0, 1]; detached
+            here (the score is a target, not a path for gradients).
+        bbox_targets (Tensor): [N, 4] (cx, cy, w, h) in [0, 1].
+        labels (Tensor): [N]; ``num_classes`` (background) or beyond marks
+            the unmatched queries.
+        num_classes (int): Object classes.
+
+    Returns:
+        Tensor: [N] IoU in [0, 1], computed on the normalised boxes (as
+        Co-DETR does).
+    """
+    scores = bbox_preds.new_zeros(labels.shape)
+    matched = ((labels >= 0) & (labels < num_classes)).nonzero().squeeze(1)
+    scores[matched] = bbox_overlaps(
+        bbox_cxcywh_to_xyxy(bbox_preds[matched].detach()),
+        bbox_cxcywh_to_xyxy(bbox_targets[matched]),
+        is_aligned=True)
+    return scores

@@ -24,6 +24,7 @@ from ..utils.hybrid_matching import (build_query_groups,
 from ..utils.padding import masks_and_positions
 from ..utils.refine import refine_reference
 from .detr_criterion import DETRCriterion
+from .query_detections import nms_detections
 
 ONNX_ADVICE = ('export the detector with opera.apis.export_onnx '
                '(tools/deployment/pytorch2onnx.py), see docs/deployment.md')
@@ -90,8 +91,10 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             type(self).__name__, 'model.bbox_head',
             'configs/_base_/models/deformable_detr_r50_two_stage.py',
             **{key: kwargs.get(key) for key in self.REQUIRED_KEYS})
-        reject_unknown_cfg_keys(kwargs.get('train_cfg'),
-                                kwargs.get('test_cfg'))
+        reject_unknown_cfg_keys(
+            kwargs.get('train_cfg'),
+            kwargs.get('test_cfg'),
+            test_keys=('max_per_img', 'nms'))
         # _init_layers (called by the parent) sizes the query embedding.
         self.hybrid = build_query_groups(num_query, query_groups,
                                          split_self_attn, hybrid_branch_keys)
@@ -121,6 +124,9 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             class_agnostic_proposals=self.transformer.
             class_agnostic_proposals)
         self.loss_cls = self.criterion.loss_cls
+        if (self.test_cfg or {}).get('nms') and not self.loss_cls.use_sigmoid:
+            raise ValueError('model.test_cfg.nms ranks sigmoid class scores;'
+                             ' the class loss here is a softmax one')
         self.assigner = self.criterion.assigner
         if self.train_cfg:
             self.hybrid.check_assigner(self.assigner)
@@ -270,7 +276,11 @@ class HybridDeformableDETRHead(DeformableDETRHead):
 
     @force_fp32(apply_to=('outputs', ))
     def get_bboxes(self, outputs, img_metas, rescale=False):
-        """Detections from the test-time queries' last layer (no NMS).
+        """Detections from the test-time queries' last layer: the
+        ``test_cfg.max_per_img`` best (query, class) pairs, or, with a
+        ``test_cfg.nms`` (Co-DINO's soft-NMS), the best pair per test query
+        through that NMS, then the ``max_per_img`` best
+        (:func:`.nms_detections`).
 
         Args:
             outputs (dict): ``cls_scores`` and ``bbox_preds`` of
@@ -283,10 +293,18 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             list[tuple[Tensor, Tensor]]: Per image boxes [m, 5] and labels
             [m].
         """
-        return super().get_bboxes(
-            self.hybrid.test_part(outputs['cls_scores'], dim=2),
-            self.hybrid.test_part(outputs['bbox_preds'], dim=2), None, None,
-            img_metas, rescale)
+        cls_scores = self.hybrid.test_part(outputs['cls_scores'], dim=2)
+        bbox_preds = self.hybrid.test_part(outputs['bbox_preds'], dim=2)
+        nms_cfg = self.test_cfg.get('nms')
+        if nms_cfg is None:
+            return super().get_bboxes(cls_scores, bbox_preds, None, None,
+                                      img_metas, rescale)
+        max_per_img = self.test_cfg.get('max_per_img', self.num_query)
+        return [
+            nms_detections(cls_scores[-1][img_id], bbox_preds[-1][img_id],
+                           meta, rescale, nms_cfg, max_per_img)
+            for img_id, meta in enumerate(img_metas)
+        ]
 
     def forward_onnx(self, feats, img_metas):
         """Refused: mmdet's ONNX path (``DETR.onnx_export``) builds DETR's

@@ -38,15 +38,16 @@ TRAIN_CFG_KEYS = ('assigner', )
 TEST_CFG_KEYS = ('max_per_img', )
 
 
-def reject_unknown_cfg_keys(train_cfg, test_cfg):
+def reject_unknown_cfg_keys(train_cfg, test_cfg, test_keys=TEST_CFG_KEYS):
     """Raise if a DETR-style head's ``train_cfg`` or ``test_cfg`` has a key
-    the head does not read (``max_per_image`` would keep the default).
+    the head does not read (``max_per_image`` would keep the default);
+    ``test_keys`` are the ``test_cfg`` keys it reads.
 
     Raises:
         TypeError: Naming the unknown keys and the known ones.
     """
     for name, cfg, known in (('train_cfg', train_cfg, TRAIN_CFG_KEYS),
-                             ('test_cfg', test_cfg, TEST_CFG_KEYS)):
+                             ('test_cfg', test_cfg, test_keys)):
         unknown = sorted(set(cfg or {}) - set(known))
         if unknown:
             raise TypeError(f'{name} has unknown key(s) {", ".join(unknown)}'

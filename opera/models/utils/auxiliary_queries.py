@@ -9,10 +9,14 @@ queries, each supervised with the object the head assigned it:
   same head as padding up to the batch's query count (at least 9), which are
   "no object" queries;
 - :class:`AuxiliaryQueryEmbedding`: the queries of those boxes, made as
-  Co-DETR makes them for one head: the sine embedding of the box through
-  the head's own linear layer and norm gives the positional and the content
-  query, the content gets the head's feature at the box (through another
-  linear layer and norm), the position a learned per-head offset.
+  Co-Deformable-DETR makes them for one head: the sine embedding of the box
+  through the head's own linear layer and norm gives the positional and the
+  content query, the content gets the head's feature at the box (through
+  another linear layer and norm), the position a learned per-head offset;
+- :class:`AuxiliaryContentEmbedding`: Co-DINO's, content only (the sine
+  embedding of the box through the head's linear layer and norm); the
+  transformer makes the rest from the box (DINO's decoder: positions from
+  every layer's box).
 """
 import math
 
@@ -21,6 +25,7 @@ import torch.nn as nn
 from mmdet.core import bbox_xyxy_to_cxcywh
 from mmdet.models.utils.transformer import inverse_sigmoid
 
+from ..builder import MODELS
 from .decoder_queries import DecoderQueries
 
 #: Co-DETR's least number of auxiliary queries per image.
@@ -123,8 +128,18 @@ def select_positives(candidates, img_metas, num_classes, max_per_image,
             matches, targets)
 
 
+def box_logit_embedding(transformer, reference, channels):
+    """Co-DETR's sine embedding of auxiliary boxes [bs, n, 4] -> [bs, n,
+    2 x channels]: through the box's logit (clamped to [0, 1] first), so a
+    box beyond the border is embedded as at the border."""
+    return transformer.get_proposal_pos_embed(
+        inverse_sigmoid(reference), num_pos_feats=channels // 2)
+
+
+@MODELS.register_module()
 class AuxiliaryQueryEmbedding(nn.Module):
-    """One auxiliary head's queries of boxes (Co-DETR's per-head layers).
+    """One auxiliary head's queries of boxes (Co-Deformable-DETR's
+    per-head layers).
 
     Args:
         embed_dims (int): Query width c.
@@ -162,12 +177,42 @@ class AuxiliaryQueryEmbedding(nn.Module):
             as given (the decoder's first reference).
         """
         channels = features.size(-1)
-        # Co-DETR embeds the box through its logit (clamped to [0, 1]), so
-        # a box beyond the border is embedded as at the border.
-        sine = transformer.get_proposal_pos_embed(
-            inverse_sigmoid(reference), num_pos_feats=channels // 2)
+        sine = box_logit_embedding(transformer, reference, channels)
         position, content = self.position_norm(self.position(sine)).split(
             channels, dim=-1)
         content = content + self.feature_norm(self.feature(features))
         return DecoderQueries(content, position + self.head_offset,
                               reference)
+
+
+@MODELS.register_module()
+class AuxiliaryContentEmbedding(nn.Module):
+    """One auxiliary head's content queries of boxes (Co-DINO's per-head
+    layers): a linear layer and a norm on the box's sine embedding; the
+    head's features are not used (Co-DINO's ``with_coord_feat=False``).
+
+    Args:
+        embed_dims (int): Query width c.
+    """
+
+    def __init__(self, embed_dims=256):
+        super().__init__()
+        self.content = nn.Linear(2 * embed_dims, embed_dims)
+        self.content_norm = nn.LayerNorm(embed_dims)
+        # Co-DETR's transformer init: xavier-uniform matrices (biases keep
+        # torch's default).
+        nn.init.xavier_uniform_(self.content.weight)
+
+    def forward(self, transformer, reference, features):
+        """Queries at ``reference`` (arguments as
+        :meth:`AuxiliaryQueryEmbedding.forward`).
+
+        Returns:
+            DecoderQueries: of ``transformer.queries_from_boxes`` (DINO's:
+            no positions; the decoder makes them from ``reference``, taken
+            as given, beyond the border included).
+        """
+        sine = box_logit_embedding(transformer, reference,
+                                   features.size(-1))
+        return transformer.queries_from_boxes(
+            reference, self.content_norm(self.content(sine)))
