@@ -195,7 +195,7 @@ def test_short_coco_mini_training_lowers_every_branch(tmp_path):
                 ('aux1', '_aux1'), ('roi', '0'), ('atss', '1'))
     history = train_iterations(model, cfg, 24, ('cls', 'bbox'), branches)
     # Measured (seed 0, 2 shared CPU cores, ~70 s): the mean of the last 5
-    # iterations is 0.29-0.65x that of the first 5 for every branch but the
+    # iterations is 0.17-0.75x that of the first 5 for every branch but the
     # denoising one, 0.89x: at box noise 1.0 its negatives lie up to two
     # half-sizes off their objects, a harder task than DINO's 0.4 (whose
     # tiny run falls to 0.77x in 20 iterations, test_dino_training.py).
