@@ -5,17 +5,17 @@ import pytest
 import torch
 from mmcv import Config
 
-from conftest import (REPO_ROOT, detection_inputs, shared_data,
-                      subset_annotations, targets_of, train_iterations)
+from conftest import (REPO_ROOT, detection_inputs, targets_of,
+                      train_iterations)
 from test_fixed_target_groups import expected_l1
 from test_fixed_target_groups import normalised_cxcywh as normalised
+from test_overfit_detection import mean, setup
 
 import opera  # noqa: F401
 from opera.models import build_detector
 from opera.models.utils import MemoryPyramid
 from opera.models.utils.auxiliary_queries import (AuxiliaryCandidates,
                                                   select_positives)
-from opera.utils import load_config
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_CO = f'{REPO_ROOT}/tests/configs/tiny_co_deformable_detr.py'
@@ -306,20 +306,7 @@ def test_memory_pyramid_folds_levels_and_adds_a_downsampled_one():
 
 
 def test_short_coco_mini_training_lowers_every_auxiliary_loss(tmp_path):
-    root = shared_data('coco_mini')
-    ann_file = subset_annotations(
-        f'{root}/annotations/instances_train2017.json', (194322, 249346),
-        tmp_path / 'subset.json')
-    cfg = load_config(
-        TINY_CO, {
-            'data_root': root,
-            'data.train.ann_file': ann_file,
-            'model.backbone.init_cfg': None,
-            'optimizer.lr': 1e-3,
-        })
-    torch.manual_seed(0)
-    model = build_detector(cfg.model)
-    model.init_weights()
+    cfg, model = setup(TINY_CO, tmp_path, {'optimizer.lr': 1e-3})
     branches = (('decoder', ''), ('aux0', '_aux0'), ('aux1', '_aux1'),
                 ('roi', '0'), ('atss', '1'))
     history = train_iterations(model, cfg, 16, ('cls', 'bbox'), branches)
@@ -327,6 +314,6 @@ def test_short_coco_mini_training_lowers_every_auxiliary_loss(tmp_path):
     # iterations is 0.18-0.77x that of the first 4 for every branch (aux0,
     # the RoI positives' queries, falls least).
     for branch, _ in branches:
-        first = sum(h[branch] for h in history[:4]) / 4
-        last = sum(h[branch] for h in history[-4:]) / 4
+        first = mean([h[branch] for h in history[:4]])
+        last = mean([h[branch] for h in history[-4:]])
         assert last < 0.9 * first, (branch, first, last)

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from mmcv import Config
 
-from conftest import (REPO_ROOT, detection_inputs, shared_data,
-                      subset_annotations, targets_of, train_iterations)
+from conftest import (REPO_ROOT, detection_inputs, targets_of,
+                      train_iterations)
+from test_overfit_detection import mean, setup
 
 import opera  # noqa: F401
 from opera.models import build_detector
 from opera.models.dense_heads.detr_criterion import (DETRCriterion,
                                                      matched_ious)
 from opera.models.dense_heads.query_detections import nms_detections
-from opera.utils import load_config
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_CO_DINO = f'{REPO_ROOT}/tests/configs/tiny_co_dino.py'
@@ -177,20 +177,7 @@ def test_test_outputs_equal_the_base_detector_with_the_same_weights():
 
 
 def test_short_coco_mini_training_lowers_every_branch(tmp_path):
-    root = shared_data('coco_mini')
-    ann_file = subset_annotations(
-        f'{root}/annotations/instances_train2017.json', (194322, 249346),
-        tmp_path / 'subset.json')
-    cfg = load_config(
-        TINY_CO_DINO, {
-            'data_root': root,
-            'data.train.ann_file': ann_file,
-            'model.backbone.init_cfg': None,
-            'optimizer.lr': 1e-3,
-        })
-    torch.manual_seed(0)
-    model = build_detector(cfg.model)
-    model.init_weights()
+    cfg, model = setup(TINY_CO_DINO, tmp_path, {'optimizer.lr': 1e-3})
     branches = (('decoder', ''), ('dn', '_dn'), ('aux0', '_aux0'),
                 ('aux1', '_aux1'), ('roi', '0'), ('atss', '1'))
     history = train_iterations(model, cfg, 24, ('cls', 'bbox'), branches)
@@ -201,6 +188,6 @@ def test_short_coco_mini_training_lowers_every_branch(tmp_path):
     # tiny run falls to 0.77x in 20 iterations, test_dino_training.py).
     bounds = dict(dn=0.95)
     for branch, _ in branches:
-        first = sum(h[branch] for h in history[:5]) / 5
-        last = sum(h[branch] for h in history[-5:]) / 5
+        first = mean([h[branch] for h in history[:5]])
+        last = mean([h[branch] for h in history[-5:]])
         assert last < bounds.get(branch, 0.9) * first, (branch, first, last)

@@ -49,14 +49,16 @@ PAD = (320, 384)
 GT_BOXES = [[[20., 30., 200., 180.], [150., 60., 370., 300.],
              [40., 200., 120., 310.]], [[10., 20., 300., 240.]]]
 GT_LABELS = [[3, 17, 0], [56]]
-#: Per model: its config, fixtures, the group maker of the auxiliary heads,
-#: the ground-truth variants of its reference run, opera's extra logs.
+#: Per model: its config, fixtures, the group makers of the auxiliary
+#: heads and of the denoising queries (None: none), the ground-truth
+#: variants of its reference run, opera's extra logs.
 MODELS = {
     'co_deformable_detr':
     dict(
         config=CO_R50,
         fixture='codetr_r50',
         aux_maker=0,
+        denoising_maker=None,
         variants=('', 'nogt_img1/'),
         logged={'num_matched', 'num_matched_aux0', 'num_matched_aux1'}),
     'co_dino':
@@ -64,6 +66,7 @@ MODELS = {
         config='configs/co_detr/co_dino_r50_5scale_12ep.py',
         fixture='codino_r50',
         aux_maker=1,
+        denoising_maker=0,
         variants=('', 'nogt_img1/', 'nogt_all/'),
         logged={
             'num_matched', 'num_matched_dn', 'num_matched_aux0',
@@ -307,9 +310,9 @@ def check_reference_outputs_and_losses(tmp_dir, kind):
                                        metas, *GROUND_TRUTH[prefix])
         check_losses(losses, reference, spec['logged'], prefix)
         check_groups(made[spec['aux_maker']], metas, reference, prefix)
-        if kind == 'co_dino':
+        if spec['denoising_maker'] is not None:
             # The denoising queries: groups x 2 x the most objects.
-            denoising = made[0]
+            denoising = made[spec['denoising_maker']]
             assert denoising.num_queries == reference[prefix + 'dn/pad_size']
             if denoising.num_queries:
                 assert denoising.num_blocks == reference[prefix +

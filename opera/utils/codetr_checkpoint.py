@@ -40,6 +40,8 @@ here and are returned as unknown.
 """
 import re
 
+from .dino_checkpoint import LABEL_EMBEDDING
+
 CO_DEFORMABLE_DETR = dict(
     aux='bbox_head.group_makers.0.',
     query_layers=dict(
@@ -47,20 +49,24 @@ CO_DEFORMABLE_DETR = dict(
         aux_pos_trans_norm='position_norm',
         pos_feats_trans='feature',
         pos_feats_norm='feature_norm'),
+    # Its [heads, 1] per-head offset table becomes one number per head.
+    head_offsets=True,
     moved={})
 CO_DINO = dict(
     aux='bbox_head.group_makers.1.',
     query_layers=dict(
         aux_pos_trans='content', aux_pos_trans_norm='content_norm'),
+    head_offsets=False,
     moved={
         'query_head.transformer.query_embed.weight':
         'bbox_head.query_embedding.weight',
-        'query_head.label_embedding.weight':
-        'bbox_head.group_makers.0.label_embedding.weight',
+        'query_head.label_embedding.weight': LABEL_EMBEDDING + 'weight',
     })
-_QUERY_LAYER = re.compile(r'query_head\.transformer\.(aux_pos_trans|'
-                          r'aux_pos_trans_norm|pos_feats_trans|'
-                          r'pos_feats_norm)\.(\d+)\.(.+)')
+# Any layout's query layers (Co-Deformable-DETR has them all); a layout
+# without one reports its entries as unknown.
+_QUERY_LAYER = re.compile(r'query_head\.transformer\.(' +
+                          '|'.join(CO_DEFORMABLE_DETR['query_layers']) +
+                          r')\.(\d+)\.(.+)')
 _INDEXED_HEAD = re.compile(r'(roi_head|bbox_head)\.(\d+)\.(.+)')
 _HEAD_OFFSETS = 'query_head.transformer.head_pos_embed.weight'
 
@@ -129,8 +135,7 @@ def to_opera(state_dict):
     layout = layout_of(state_dict)
     converted, unknown = {}, []
     for key, value in state_dict.items():
-        if key == _HEAD_OFFSETS and layout is CO_DEFORMABLE_DETR:
-            # One number per auxiliary head (Co-DETR's [heads, 1] table).
+        if key == _HEAD_OFFSETS and layout['head_offsets']:
             for index, row in enumerate(value):
                 converted[f'{layout["aux"]}heads.{index}.embedding.'
                           f'head_offset'] = row.clone()

@@ -15,7 +15,8 @@ from mmdet.core import bbox2result
 from mmdet.models.dense_heads import DeformableDETRHead
 
 from ..builder import HEADS
-from ..utils.arguments import (reject_unknown_arguments,
+from ..utils.arguments import (DETECTION_TEST_CFG_KEYS,
+                               reject_unknown_arguments,
                                reject_unknown_cfg_keys, require_cfg_keys)
 from ..utils.fixed_target_groups import (add_fixed_groups,
                                          build_group_makers)
@@ -94,7 +95,7 @@ class HybridDeformableDETRHead(DeformableDETRHead):
         reject_unknown_cfg_keys(
             kwargs.get('train_cfg'),
             kwargs.get('test_cfg'),
-            test_keys=('max_per_img', 'nms'))
+            test_keys=DETECTION_TEST_CFG_KEYS)
         # _init_layers (called by the parent) sizes the query embedding.
         self.hybrid = build_query_groups(num_query, query_groups,
                                          split_self_attn, hybrid_branch_keys)

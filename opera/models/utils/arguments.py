@@ -36,6 +36,8 @@ def reject_unknown_arguments(cls, kwargs):
 
 TRAIN_CFG_KEYS = ('assigner', )
 TEST_CFG_KEYS = ('max_per_img', )
+# A detection head may also run an NMS at test (Co-DINO's soft-NMS).
+DETECTION_TEST_CFG_KEYS = TEST_CFG_KEYS + ('nms', )
 
 
 def reject_unknown_cfg_keys(train_cfg, test_cfg, test_keys=TEST_CFG_KEYS):
