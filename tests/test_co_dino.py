@@ -117,6 +117,17 @@ def test_soft_nms_rescores_overlaps_of_a_class_and_keeps_the_best():
     assert labels.tolist() == [0, 1]
 
 
+@pytest.mark.parametrize('nms, message', [
+    (dict(type='softnms', iou_threshold=0.8), "type 'softnms'"),
+    (dict(type='soft_nms', iou_thr=0.8), 'unknown key.*iou_thr'),
+])
+def test_a_misspelt_nms_is_refused_when_the_model_is_built(nms, message):
+    cfg = Config.fromfile(TINY_CO_DINO)
+    cfg.model.test_cfg.nms = nms
+    with pytest.raises(ValueError, match=f'model.test_cfg.nms.*{message}'):
+        build_detector(cfg.model)
+
+
 @pytest.fixture(scope='module')
 def model():
     return build().train()

@@ -25,7 +25,7 @@ from ..utils.hybrid_matching import (build_query_groups,
 from ..utils.padding import masks_and_positions
 from ..utils.refine import refine_reference
 from .detr_criterion import DETRCriterion
-from .query_detections import nms_detections
+from .query_detections import check_nms_cfg, nms_detections
 
 ONNX_ADVICE = ('export the detector with opera.apis.export_onnx '
                '(tools/deployment/pytorch2onnx.py), see docs/deployment.md')
@@ -125,9 +125,13 @@ class HybridDeformableDETRHead(DeformableDETRHead):
             class_agnostic_proposals=self.transformer.
             class_agnostic_proposals)
         self.loss_cls = self.criterion.loss_cls
-        if (self.test_cfg or {}).get('nms') and not self.loss_cls.use_sigmoid:
-            raise ValueError('model.test_cfg.nms ranks sigmoid class scores;'
-                             ' the class loss here is a softmax one')
+        nms_cfg = (self.test_cfg or {}).get('nms')
+        if nms_cfg:
+            check_nms_cfg(nms_cfg)
+            if not self.loss_cls.use_sigmoid:
+                raise ValueError('model.test_cfg.nms ranks sigmoid class '
+                                 'scores; the class loss here is a softmax '
+                                 'one')
         self.assigner = self.criterion.assigner
         if self.train_cfg:
             self.hybrid.check_assigner(self.assigner)

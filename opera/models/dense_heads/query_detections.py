@@ -5,8 +5,32 @@ need no NMS. Co-DINO's recipe adds one at test time: the best ``num_query``
 pairs, a class-wise (soft-)NMS over them, then the ``max_per_img`` best
 (Co-DETR's ``test_cfg.nms``). :func:`nms_detections` is that path.
 """
-from mmcv.ops import batched_nms
+import inspect
+
+from mmcv.ops import batched_nms, nms, soft_nms
 from mmdet.core import bbox_cxcywh_to_xyxy
+
+#: The NMS kinds mmcv's ``batched_nms`` runs by ``type``.
+NMS_OPS = dict(nms=nms, soft_nms=soft_nms)
+#: Keys ``batched_nms`` reads itself, besides the NMS function's.
+BATCHED_NMS_KEYS = ('type', 'class_agnostic', 'split_thr')
+
+
+def check_nms_cfg(nms_cfg, where='model.test_cfg.nms'):
+    """Raise a ValueError naming ``where`` unless ``nms_cfg`` is one
+    ``batched_nms`` runs: a known ``type`` and only that function's keys
+    (mmcv would find a misspelt one only at the first test, after a
+    whole training)."""
+    kind = nms_cfg.get('type', 'nms')
+    if kind not in NMS_OPS:
+        raise ValueError(f'{where}.type {kind!r}: one of {sorted(NMS_OPS)}')
+    params = inspect.signature(NMS_OPS[kind]).parameters
+    known = set(BATCHED_NMS_KEYS) | set(params) - {'boxes', 'scores'}
+    unknown = sorted(set(nms_cfg) - known)
+    if unknown:
+        raise ValueError(f'{where} ({kind}) has unknown key(s) '
+                         f'{", ".join(unknown)} (known: '
+                         f'{", ".join(sorted(known))})')
 
 
 def ranked_detections(cls_logits, boxes, img_shape, num):
