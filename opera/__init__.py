@@ -28,6 +28,6 @@ def _check_version(name, found, low, high):
 _check_version('mmcv-full', mmcv.__version__, MMCV_MIN, MMCV_MAX)
 _check_version('mmdet', mmdet.__version__, MMDET_MIN, MMDET_MAX)
 
-from . import core, datasets, models  # noqa: E402,F401  (registration)
+from . import apis, core, datasets, models  # noqa: E402,F401  (registration)
 
 __all__ = ['__version__', 'version_info']

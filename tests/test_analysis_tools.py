@@ -14,7 +14,7 @@ from conftest import REPO_ROOT, run_in_repo, shared_data
 from test_param_counts import REFERENCE_COUNTS
 
 from opera.apis import init_model
-from opera.models.utils import MultiScaleDeformableAttention
+from opera.models.attention import MultiScaleDeformableAttention
 from opera.utils.flops import flop_counter_mode
 
 pytestmark = pytest.mark.usefixtures('single_thread')

@@ -14,7 +14,7 @@ from mmdet.utils import compat_cfg
 
 from conftest import REPO_ROOT, load_tool
 
-from opera.utils.config_checks import ConfigError
+from opera.apis.config_checks import ConfigError
 
 CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'),

@@ -1,4 +1,4 @@
-"""Co-DETR's auxiliary heads (opera.CoDETRAuxiliaryHeads) on the tiny
+"""Co-DETR's auxiliary heads (opera.CoDETRAuxiliaryQueries) on the tiny
 Co-Deformable-DETR: their positives become decoder queries supervised with
 what each head assigned them, and nothing of them runs at test."""
 import pytest
@@ -13,9 +13,9 @@ from test_overfit_detection import mean, setup
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.models.utils import MemoryPyramid
-from opera.models.utils.auxiliary_queries import (AuxiliaryCandidates,
-                                                  select_positives)
+from opera.models.query_groups.co_detr import MemoryPyramid
+from opera.models.query_groups.co_detr.auxiliary_queries import (
+    AuxiliaryCandidates, select_positives)
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_CO = f'{REPO_ROOT}/tests/configs/tiny_co_deformable_detr.py'

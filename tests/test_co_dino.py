@@ -15,8 +15,8 @@ from test_overfit_detection import mean, setup
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.models.dense_heads.detr_criterion import (DETRCriterion,
-                                                     matched_ious)
+from opera.models.criteria.class_targets import matched_ious
+from opera.models.criteria.detr_criterion import DETRCriterion
 from opera.models.dense_heads.query_detections import nms_detections
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -57,8 +57,9 @@ def test_quality_focal_class_loss_takes_the_matched_ious_as_targets():
         num_classes=3,
         loss_cls=QFL,
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
-        loss_iou=dict(type='GIoULoss', loss_weight=2.0))
-    assert criterion.iou_class_targets
+        loss_iou=dict(type='GIoULoss', loss_weight=2.0),
+        class_targets=dict(type='iou'))
+    assert criterion.class_targets.type == 'iou'
     logits = torch.tensor([[[1.0, -2.0, 0.5], [-1.0, 0.3, -0.7]]])
     boxes = torch.tensor([[[.5, .5, .2, .2], [.2, .2, .1, .1]]])
     targets = dict(gt_bboxes=[torch.tensor([[30., 40., 70., 60.]])],

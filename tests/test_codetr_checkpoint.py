@@ -39,7 +39,7 @@ from keyed_weights import keyed_tensor
 import opera  # noqa: F401
 from opera.models import build_detector
 from opera.utils import load_config
-from opera.utils.codetr_checkpoint import to_opera
+from opera.converters.codetr import to_opera
 
 DATA = osp.join(REPO_ROOT, 'tests', 'data')
 CO_R50 = 'configs/co_detr/co_deformable_detr_r50_12ep.py'

@@ -80,7 +80,7 @@ def test_config_builds_and_runs(path):
     cfg.model.backbone.init_cfg = None
     model = build_detector(cfg.model)
     model.init_weights()
-    groups = model.bbox_head.hybrid
+    groups = model.bbox_head.query_groups
     groups.set_epoch(0)  # (the schedule hook's job in training)
     # 2765 encoder positions: enough for up to 900 + 1500 two-stage
     # queries; 3570 for Group DETR's 11 x 300.

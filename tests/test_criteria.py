@@ -16,7 +16,7 @@ from test_petr_criterion import (META, OFFSETS, ONE2ONE, criterion_cfg,
 
 import opera  # noqa: F401  (registers modules)
 from opera.models import build_model
-from opera.models.utils import HybridQueryGroups
+from opera.models.query_groups import HybridQueryGroups
 
 HDETR = osp.join(REPO_ROOT,
                  'configs/hdetr/h_deformable_detr_r50_two_stage_12ep.py')
@@ -117,8 +117,8 @@ def hungarian_losses(criterion, predictions, targets, metas):
     num_queries = predictions[0].size(1)
     groups = HybridQueryGroups([dict(num_queries=num_queries, at_test=True)],
                                num_layers=1)
-    losses, _ = groups.loss(criterion, tuple(p[None] for p in predictions),
-                            targets, metas)
+    losses, _ = criterion.query_group_losses(
+        tuple(p[None] for p in predictions), targets, metas, groups)
     return losses, losses.pop('num_matched').item()
 
 

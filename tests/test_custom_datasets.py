@@ -91,7 +91,7 @@ def test_own_layout_reaches_the_dataset_and_the_model(five):
     head = build_detector(five['cfg'].model).bbox_head
     assert head.num_keypoints == 5 and head.fc_hm.out_features == 5
     assert head.criterion.loss_oks.sigmas == tuple(SIGMAS)
-    assert head.assigner.oks_cost.sigmas == tuple(SIGMAS)
+    assert head.criterion.assigner.oks_cost.sigmas == tuple(SIGMAS)
 
 
 def test_flipping_swaps_the_own_pairs(five):

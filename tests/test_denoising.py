@@ -9,8 +9,8 @@ from conftest import REPO_ROOT, detection_inputs, targets_of
 from test_petr import build_tiny
 
 import opera  # noqa: F401
-from opera.models.utils.denoising import (ContrastiveDenoisingQueries,
-                                          noised_boxes, noised_labels)
+from opera.models.query_groups.denoising import (ContrastiveDenoisingQueries,
+                                                 noised_boxes, noised_labels)
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_DINO = f'{REPO_ROOT}/tests/configs/tiny_dino.py'
@@ -21,8 +21,10 @@ L1_WEIGHT = 5.0  # loss_bbox of the recipe
 class BoxQueries:
     """Records what a maker hands to ``queries_from_boxes``."""
 
+    reference_kind = 'box'
+
     def queries_from_boxes(self, boxes, content):
-        from opera.models.utils import DecoderQueries
+        from opera.models.transformers import DecoderQueries
         return DecoderQueries(content, None, boxes)
 
 
@@ -128,7 +130,7 @@ def test_dino_denoising_group_in_the_decoder(dino):
     (group, ) = outputs['fixed_groups']
     assert outputs['bbox_preds'].shape[2] == NUM_MATCHING + 18
     # Matching queries never see the denoising ones; blocks not each other.
-    mask = head.hybrid.self_attn_mask(NUM_MATCHING, None, [group])
+    mask = head.query_groups.self_attn_mask(NUM_MATCHING, None, [group])
     assert mask.sizes == (NUM_MATCHING, 6, 6, 6)
     assert mask.sees == ((), (0, ), (0, ), (0, ))
     for name in ('cls_scores', 'bbox_preds'):

@@ -23,7 +23,7 @@ from virtual_device import (DeformableAttentionKernel, DeviceMismatch,
                             VirtualDevice, VirtualTensor, to_virtual)
 
 from opera.core.bbox.assigners import repeated_targets
-from opera.models.utils import pose_attention
+from opera.models.attention import pose_attention
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 MATCHING = ('opera/core/bbox/assigners/repeated_targets.py '
@@ -151,7 +151,7 @@ def test_train_step_on_device_equals_cpu(device, config, make_inputs):
     # copy the radii, the drawn keypoints and their cells once per image.
     head = model.bbox_head
     num_calls = head.transformer.decoder.num_layers * len(
-        head.hybrid.groups) + 1
+        head.query_groups.groups) + 1
     expected = Counter({MATCHING: num_calls})
     if 'gt_keypoints' in inputs:
         expected[HEATMAP] = 3 * len(shapes)

@@ -21,16 +21,16 @@ HOST_TENSORS = {
     # Moved at once: .to(keypoints).
     'opera/core/keypoint/transforms.py visible_keypoint_bboxes',
     # Built on the host, compared, then moved with .to(device).
-    'opera/models/utils/hybrid_matching.py proposal_ranks',
+    'opera/models/query_groups/hybrid_matching.py proposal_ranks',
     # A parameter's initial value: it moves with the module.
-    'opera/models/utils/pose_transformer.py __init__',
-    'opera/models/utils/auxiliary_queries.py __init__',
+    'opera/models/transformers/pose_transformer.py __init__',
+    'opera/models/query_groups/co_detr/auxiliary_queries.py __init__',
     # Co-DETR draws its random subsets on the CPU generator (so seeded
     # runs equal its own); moved with .to(indices.device) at once.
-    'opera/models/utils/auxiliary_queries.py random_subset',
+    'opera/models/query_groups/co_detr/auxiliary_queries.py random_subset',
     # Drawing (draw_sampling_points.py): the level fractions are for the
     # picture, on the host like everything drawn.
-    'opera/core/visualization/sampling_points.py valid_fractions',
+    'opera/apis/sampling_points.py valid_fractions',
 }
 
 

@@ -38,8 +38,8 @@ from test_hdetr_checkpoint import build as build_perturbed
 import opera  # noqa: F401
 from opera.models import build_detector
 from opera.utils import load_config
-from opera.utils.dino_checkpoint import detrex_dino_from_opera, dino_to_opera
-from opera.utils.hdetr_checkpoint import COCO_CATEGORY_IDS, fill_untracked_bn
+from opera.converters.dino import detrex_dino_from_opera, dino_to_opera
+from opera.converters.hdetr import COCO_CATEGORY_IDS, fill_untracked_bn
 
 DATA = osp.join(REPO_ROOT, 'tests', 'data')
 DINO_R50 = 'dino/dino_r50_4scale_12ep.py'

@@ -10,7 +10,7 @@ from conftest import REPO_ROOT, detection_inputs, targets_of
 from test_petr import build_tiny
 
 import opera  # noqa: F401
-from opera.models.utils import FixedTargetGroup
+from opera.models.query_groups import FixedTargetGroup
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_HYBRID = f'{REPO_ROOT}/tests/configs/tiny_h_deformable_detr.py'

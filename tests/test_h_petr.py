@@ -195,7 +195,7 @@ def test_branch_keypoint_losses_are_tiled_and_normalised_per_branch():
         meta['batch_input_shape'] = (h, w)
     outputs = head(model.extract_feat(inputs['img']), inputs['img_metas'])
 
-    e, d, k = 0.01, 0.02, head.hybrid.groups[1].num_repeats
+    e, d, k = 0.01, 0.02, head.query_groups.groups[1].num_repeats
     target = normalised.flatten(1)  # [3, 2K]
     poses = torch.full_like(outputs['poses'], 0.97)
     poses[:, 0, :3] = target + e

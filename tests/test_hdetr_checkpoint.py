@@ -10,9 +10,8 @@ from conftest import REPO_ROOT, detection_inputs
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.utils.hdetr_checkpoint import (COCO_CATEGORY_IDS,
-                                          fill_untracked_bn, from_opera,
-                                          to_opera)
+from opera.converters.hdetr import (COCO_CATEGORY_IDS, fill_untracked_bn,
+                                    from_opera, to_opera)
 
 TINY_HYBRID = f'{REPO_ROOT}/tests/configs/tiny_h_deformable_detr.py'
 

@@ -70,10 +70,10 @@ def python_files(*folders):
 
 
 @pytest.mark.parametrize('planted', [
-    "if type(head).__name__ in ('HybridDeformableDETRHead', 'X'):\n    pass",
+    "if type(head).__name__ in ('DETRDetectionHead', 'X'):\n    pass",
     'kind = isinstance(detector.bbox_head, PETRHead)',
     'kind = isinstance(head, (heads.PETRHead, int))',
-    'same = head.__class__ is HybridDeformableDETRHead',
+    'same = head.__class__ is DETRDetectionHead',
 ])
 def test_check_finds_a_planted_dispatch(planted):
     assert head_dispatches(f'import os\n{planted}\n') == [2]

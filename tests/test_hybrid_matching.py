@@ -6,7 +6,9 @@ from conftest import REPO_ROOT, detection_inputs
 from test_petr import build_tiny
 
 import opera  # noqa: F401
-from opera.models.utils import HybridQueryGroups, QueryGroupMask
+from opera.models.query_groups import HybridQueryGroups
+from opera.models.attention import QueryGroupMask
+from opera.models.criteria import SetCriterion
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_HYBRID = f'{REPO_ROOT}/tests/configs/tiny_h_deformable_detr.py'
@@ -47,7 +49,7 @@ def test_group_losses_scale_one2many_by_lambda():
         2, 4, k_one2many=3, lambda_one2many=0.5, num_layers=2)
     calls = []
 
-    class Criterion:
+    class Criterion(SetCriterion):
 
         def match(self, scores, targets, img_metas, num_repeats):
             calls.append((scores.shape[1], num_repeats))
@@ -62,7 +64,8 @@ def test_group_losses_scale_one2many_by_lambda():
     scores = torch.ones(2, 1, 6)
     scores[0] *= 2
     scores[:, :, 2:] *= 4
-    losses, extras = groups.loss(Criterion(), (scores, ), None, None)
+    losses, extras = Criterion().query_group_losses((scores, ), None, None,
+                                                    groups)
     assert calls == [(2, 1), (2, 1), (4, 3), (4, 3)]
     assert extras == [None, None]
     assert {k: v.item() for k, v in losses.items()} == {
@@ -138,12 +141,12 @@ def test_mask_reaches_decoder_self_attention(hybrid_model):
                                    lambda layer: layer.attentions[0].attn)
     assert inner == [None] * (2 * num_layers)
     # Masked form: one attention over all 60 queries, with the dense mask.
-    head.hybrid.split_self_attn = False
+    head.query_groups.split_self_attn = False
     try:
         dense = record_self_attn_masks(head,
                                        lambda layer: layer.attentions[0].attn)
     finally:
-        head.hybrid.split_self_attn = True
+        head.query_groups.split_self_attn = True
     expected = QueryGroupMask((20, 40)).dense()
     assert len(dense) == num_layers
     for mask in dense:
@@ -195,7 +198,7 @@ def test_branch_losses_are_tiled_and_normalised_per_branch(hybrid_model):
     N and K. Normalising the tiled branch by N would multiply it by K.
     """
     head = hybrid_model.bbox_head
-    head.hybrid.groups[1].loss_weight = 0.5
+    head.query_groups.groups[1].loss_weight = 0.5
     k, o2o, o2m, num_layers = 2, 20, 40, 2
     w, h = 128, 96
     gt = torch.tensor([[10., 10., 50., 40.], [60., 20., 100., 80.],
@@ -215,7 +218,7 @@ def test_branch_losses_are_tiled_and_normalised_per_branch(hybrid_model):
                  enc_bbox_preds=None),
             dict(gt_bboxes=[gt], gt_labels=[labels]), metas)
     finally:
-        head.hybrid.groups[1].loss_weight = 1.0
+        head.query_groups.groups[1].loss_weight = 1.0
     torch.testing.assert_close(losses['loss_bbox'], torch.tensor(5 * 4 * e))
     torch.testing.assert_close(losses['loss_bbox_one2many'],
                                torch.tensor(0.5 * 5 * 4 * d))

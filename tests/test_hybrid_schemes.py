@@ -17,7 +17,7 @@ from test_hybrid_matching import xyxy_to_normalized_cxcywh
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.models.utils import HybridQueryGroups
+from opera.models.query_groups import HybridQueryGroups
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_HYBRID = osp.join(REPO_ROOT, 'tests', 'configs',
@@ -39,15 +39,16 @@ def build(path, query_groups, num_query, seed=0):
 
 
 def record_num_repeats(head):
-    """Patch ``head.assigner.assign``; returns the list of (queries, K) of
-    each call."""
-    calls, assign = [], head.assigner.assign
+    """Patch ``head.criterion.assigner.assign``; returns the list of
+    (queries, K) of each call."""
+    calls, assign = [], head.criterion.assigner.assign
 
     def recorded(*args, num_repeats=1, **kwargs):
         calls.append((args[0].size(0), num_repeats))
         return assign(*args, num_repeats=num_repeats, **kwargs)
 
-    return calls, mock.patch.object(head.assigner, 'assign', recorded)
+    return calls, mock.patch.object(head.criterion.assigner, 'assign',
+                                    recorded)
 
 
 def test_scheme_validation_names_the_problem():
@@ -349,7 +350,7 @@ def tiny_version(config, kind, tmp_path):
 def test_scheme_config_short_training_lowers_losses(config, tmp_path):
     kind = SCHEME_CONFIGS[config]
     cfg, model = tiny_version(config, kind, tmp_path)
-    model.bbox_head.hybrid.set_epoch(0)
+    model.bbox_head.query_groups.set_epoch(0)
     parts = ('cls', 'bbox', 'iou') if kind == 'box' else ('cls', 'kpt', 'oks')
     history = train_iterations(model, cfg, 6, parts)
     for branch in history[0]:
@@ -364,7 +365,7 @@ def test_hybrid_epoch_36ep_switches_at_two_thirds():
                  'hybrid_epoch_deformable_detr_r50_two_stage_36ep.py'))
     assert cfg.runner.max_epochs == 36
     cfg.model.backbone.init_cfg = None
-    groups = build_detector(cfg.model).bbox_head.hybrid
+    groups = build_detector(cfg.model).bbox_head.query_groups
     for epoch, k in ((0, 10), (23, 10), (24, 1), (35, 1)):
         groups.set_epoch(epoch)
         assert groups.num_repeats(groups.groups[0]) == (k, ) * 6
@@ -389,7 +390,7 @@ model = dict(
     cfg.model.backbone.init_cfg = None
     head = build_detector(cfg.model).bbox_head
     assert head.query_embedding.num_embeddings == 2100
-    groups = head.hybrid
+    groups = head.query_groups
     assert [g.suffix for g in groups.groups] == ['', '_k3', '_k6']
     assert [groups.num_repeats(g)[0] for g in groups.groups] == [1, 3, 6]
     assert groups.num_test_queries == 300

@@ -169,7 +169,7 @@ def test_head_fills_k_and_sigmas_from_its_layout():
     criterion = head.criterion
     assert criterion.loss_oks.sigmas == criterion.loss_oks_refine.sigmas == (
         0.1, 0.2, 0.2)
-    assert head.assigner.oks_cost.sigmas == (0.1, 0.2, 0.2)
+    assert head.criterion.assigner.oks_cost.sigmas == (0.1, 0.2, 0.2)
     # The config given is left as it was.
     assert 'num_keypoints' not in cfg.model.bbox_head.transformer
 

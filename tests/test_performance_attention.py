@@ -17,7 +17,7 @@ from test_petr import build_tiny
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.models.utils import MultiheadAttention, QueryGroupMask
+from opera.models.attention import MultiheadAttention, QueryGroupMask
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_HYBRID = osp.join(REPO_ROOT, 'tests', 'configs',
@@ -123,7 +123,8 @@ def test_split_form_needs_the_group_attention_in_the_config():
     with pytest.raises(TypeError, match='opera.MultiheadAttention'):
         build_detector(cfg.model)
     cfg.model.bbox_head.split_self_attn = False
-    assert build_detector(cfg.model).bbox_head.hybrid.split_self_attn is False
+    head = build_detector(cfg.model).bbox_head
+    assert head.query_groups.split_self_attn is False
 
 
 def test_pose_eval_runs_no_training_only_branch():

@@ -21,8 +21,8 @@ from conftest import REPO_ROOT, detection_inputs, pose_inputs
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.models.utils import (MultiScaleDeformableAttention,
-                                PoseDeformableAttention)
+from opera.models.attention import (MultiScaleDeformableAttention,
+                                    PoseDeformableAttention)
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_HYBRID = osp.join(REPO_ROOT, 'tests', 'configs',

@@ -124,7 +124,7 @@ def one2many_assignments(head, run_loss, plain):
     ``plain``: each call with ``num_repeats`` K > 1 is replaced by the
     assigner's own matching of the targets tiled K times (K = 1).
     """
-    assigner, records = head.assigner, []
+    assigner, records = head.criterion.assigner, []
     assign = assigner.assign
 
     def recorded(*args, num_repeats=1, **kwargs):

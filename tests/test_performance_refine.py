@@ -3,7 +3,7 @@
 Before, every person's K queries were batched with a copy of its image's
 memory (``memory[img_inds]``), so each refine layer's value projection ran
 over the whole memory once per person. Now the cross-attention regroups the
-persons by image (``opera.models.utils.PerImageQueries``). The old
+persons by image (``opera.models.transformers.PerImageQueries``). The old
 formulation is rebuilt here (:func:`forward_refine_per_person`) as the
 reference: outputs and gradients must be the same up to float rounding.
 """
@@ -17,8 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import REPO_ROOT, pose_inputs
 from opera.models import build_detector
-from opera.models.utils import PerImageQueries
-from opera.models.utils.deformable_encoder import flatten_levels
+from opera.models.transformers import PerImageQueries
+from opera.models.transformers.deformable_encoder import flatten_levels
 from test_petr import build_tiny, total_loss
 
 pytestmark = pytest.mark.usefixtures('single_thread')

@@ -10,8 +10,8 @@ from conftest import REPO_ROOT, pose_inputs
 
 import opera  # noqa: F401  (registers modules)
 from opera.models import build_detector
-from opera.models.utils import pose_attention
-from opera.models.utils.pose_attention import pose_sampling_locations
+from opera.models.attention import pose_attention
+from opera.models.attention.pose_attention import pose_sampling_locations
 
 TINY_PETR = osp.join(REPO_ROOT, 'tests', 'configs', 'tiny_petr.py')
 NUM_KEYPOINTS = 17
@@ -42,7 +42,8 @@ def test_crowdpose_config_uses_14_keypoints_and_3_refine_layers():
     assert head.kpt_branches[0][-1].out_features == 28
     assert head.transformer.refine_query_embedding.num_embeddings == 14
     assert len(head.refine_kpt_branches) == 3
-    assert head.criterion.loss_oks.sigmas == head.assigner.oks_cost.sigmas
+    assert (head.criterion.loss_oks.sigmas ==
+            head.criterion.assigner.oks_cost.sigmas)
     assert len(head.criterion.loss_oks.sigmas) == 14
 
 

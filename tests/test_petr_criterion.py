@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 import opera  # noqa: F401  (registers modules)
 from opera.core.keypoint import get_keypoint_layout
 from opera.models import build_detector, build_model
-from opera.models.utils import HybridQueryGroups
+from opera.models.query_groups import HybridQueryGroups
 
 PETR_BASE = osp.join(REPO_ROOT, 'configs', '_base_', 'models', 'petr_r50.py')
 COCO = get_keypoint_layout('coco')
@@ -221,5 +221,5 @@ def test_detection_head_missing_its_recipe_names_the_key(key):
                                    'tiny_h_deformable_detr.py'))
     cfg.model.bbox_head.pop(key)
     with pytest.raises(TypeError,
-                       match=f'HybridDeformableDETRHead needs `{key}`'):
+                       match=f'DETRDetectionHead needs `{key}`'):
         build_detector(cfg.model)

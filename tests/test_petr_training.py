@@ -152,7 +152,7 @@ def test_test_py_eval_keypoints_format_only_and_batch_two(trained_petr):
 def test_h_petr_short_training_lowers_both_branches(tmp_path):
     options = {**coco_mini_options(tmp_path), **HYBRID_OPTIONS}
     cfg, model = build(options)
-    assert len(model.bbox_head.hybrid.groups) == 2
+    assert len(model.bbox_head.query_groups.groups) == 2
     history = train_iterations(model, cfg, 20, POSE_LOSSES)
     for branch in ('one2one', 'one2many'):
         first = mean([h[branch] for h in history[:4]])

@@ -16,7 +16,7 @@ from test_petr_training import (HYBRID_OPTIONS, POSE_LOSSES, build,
 
 import opera  # noqa: F401
 from opera.models.builder import MODELS
-from opera.models.utils.dino_transformer import box_sine_embedding
+from opera.models.transformers.dino_transformer import box_sine_embedding
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_H_PETR = osp.join(REPO_ROOT, 'tests', 'configs', 'tiny_h_petr.py')
@@ -223,7 +223,7 @@ def test_denoising_blocks_see_the_matching_queries_one_way(dn_model):
     (group, ) = outputs['fixed_groups']
     # dn_number 12 // 3 persons = 4 blocks of 2 x 3 queries.
     assert group.block_sizes == [6] * 4
-    mask = head.hybrid.self_attn_mask(NUM_MATCHING, 'cpu', [group]).dense()
+    mask = head.query_groups.self_attn_mask(NUM_MATCHING, 'cpu', [group]).dense()
     starts = [0, 10, 30, 36, 42, 48, 54]  # one-to-one, one-to-many, blocks
     expected = torch.ones(54, 54, dtype=torch.bool)
     for start, end in zip(starts[:-1], starts[1:]):

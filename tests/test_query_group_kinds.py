@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import opera  # noqa: F401
-from opera.core.hooks import QueryGroupScheduleHook
-from opera.models.utils import (HybridQueryGroups, MultiheadAttention,
-                                QueryGroupMask, build_query_groups)
-from opera.models.utils.fixed_target_groups import (FixedTargetGroup,
-                                                GroundTruthQueries)
+from opera.apis.hooks import QueryGroupScheduleHook
+from opera.models.criteria import SetCriterion
+from opera.models.query_groups import HybridQueryGroups, build_query_groups
+from opera.models.attention import MultiheadAttention, QueryGroupMask
+from opera.models.query_groups.fixed_target_groups import (FixedTargetGroup,
+                                                           GroundTruthQueries)
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -119,7 +120,7 @@ def test_blocks_of_a_fixed_group_do_not_see_each_other():
 def test_fixed_group_adds_its_own_losses_once():
     groups = HybridQueryGroups.hybrid_branch(1, num_layers=2)
 
-    class Criterion:
+    class Criterion(SetCriterion):
         def match(self, preds, targets, img_metas, num_repeats):
             return [(torch.arange(1), torch.arange(1))]
 
@@ -130,16 +131,18 @@ def test_fixed_group_adds_its_own_losses_once():
         Queries(1, 2), [(torch.arange(1), torch.arange(1))], 'aux',
         losses=dict(loss_rpn=torch.tensor(7.)))
     preds = torch.ones(2, 1, 3)  # layers, bs, 1 matching + 2 group queries
-    losses, _ = groups.loss(Criterion(), (preds, ), dict(gt_labels=[
-        torch.zeros(1)]), [{}], [auxiliary])
+    losses, _ = Criterion().query_group_losses(
+        (preds, ), dict(gt_labels=[torch.zeros(1)]), [{}], groups,
+        [auxiliary])
     assert losses['loss_rpn'].item() == 7.
     assert losses['loss_x_aux'].item() == 2. and losses['loss_x'].item() == 1.
     clash = FixedTargetGroup(
         Queries(1, 2), [(torch.arange(1), torch.arange(1))], 'aux',
         losses=dict(loss_x=torch.tensor(7.)))
     with pytest.raises(ValueError, match=r"names its own losses \['loss_x'\]"):
-        groups.loss(Criterion(), (preds, ), dict(gt_labels=[torch.zeros(1)]),
-                    [{}], [clash])
+        Criterion().query_group_losses(
+            (preds, ), dict(gt_labels=[torch.zeros(1)]), [{}], groups,
+            [clash])
 
 
 def test_fixed_target_group_checks_its_pairs():

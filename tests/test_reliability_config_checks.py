@@ -1,6 +1,6 @@
 """A training config is checked whole before anything is built: a misspelt
 key outside the model, or settings that cannot work together, stop the run
-naming the file, the key and the known names (opera/utils/config_checks.py).
+naming the file, the key and the known names (opera/apis/config_checks.py).
 """
 import glob
 import os.path as osp
@@ -14,7 +14,7 @@ from conftest import REPO_ROOT, TOOL_TIMEOUT_S
 
 import mmcv_custom  # noqa: F401  (registers the runner and hooks)
 import opera  # noqa: F401  (registers modules)
-from opera.utils.config_checks import (ConfigError, check_config,
+from opera.apis.config_checks import (ConfigError, check_config,
                                        check_test_config)
 
 CONFIGS = sorted(

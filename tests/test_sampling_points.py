@@ -14,10 +14,11 @@ from conftest import REPO_ROOT
 
 import opera  # noqa: F401
 from opera.apis import init_model
-from opera.core.visualization.sampling_points import (
-    LABEL_HEIGHT, decoder_attention_type, normalised_samples,
-    record_last_call, run_and_record, to_pixels, valid_fractions)
-from opera.models.utils.pose_attention import PoseDeformableAttention
+from opera.apis.sampling_points import (LABEL_HEIGHT, decoder_attention_type,
+                                        normalised_samples, record_last_call,
+                                        run_and_record, to_pixels,
+                                        valid_fractions)
+from opera.models.attention.pose_attention import PoseDeformableAttention
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 

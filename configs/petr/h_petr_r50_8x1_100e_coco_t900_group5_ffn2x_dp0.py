@@ -29,7 +29,7 @@ model = dict(
                     attn_cfgs=[
                         self_attn_dp0,
                         dict(
-                            type='PoseDeformableAttention',
+                            type='opera.PoseDeformableAttention',
                             embed_dims=256,
                             dropout=0.1)
                     ],

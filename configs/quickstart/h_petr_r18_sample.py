@@ -41,7 +41,7 @@ model = dict(
                     attn_cfgs=[
                         self_attn,
                         dict(
-                            type='PoseDeformableAttention',
+                            type='opera.PoseDeformableAttention',
                             embed_dims=256,
                             dropout=0.)
                     ],

@@ -57,7 +57,7 @@ def model_identity(detector, input_size=None, config=None):
         backbone=type(backbone).__name__ +
         (f'-{backbone.depth}' if hasattr(backbone, 'depth') else ''),
         num_classes=head.num_classes,
-        num_query=head.hybrid.num_active_queries(False),
+        num_query=head.query_groups.num_active_queries(False),
         num_parameters=sum(p.numel() for p in detector.parameters()),
         opera_version=__version__)
     if kind == 'pose':

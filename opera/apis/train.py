@@ -16,15 +16,14 @@ from mmdet.utils import compat_cfg, find_latest_checkpoint
 from mmcv_custom.checkpoint import load_checkpoint_checked
 from mmcv_custom.ema import register_ema
 from mmcv_custom.parallel import DeviceAgnosticDDP
-from opera.core.evaluation import DistEvalHook, EvalHook
 from opera.datasets import inner_datasets
 from opera.datasets.data_checks import examples
 from opera.utils import get_device, get_root_logger
 from opera.utils.dist import seed_sync_on_backend_device
 from opera.utils.trackers import tracker_log_config
-from opera.apis.batch_size import (accumulating_optimizer_hook,
-                                   cumulative_iters, log_batch_and_scale_lr,
-                                   schedule_per_update)
+from .batch_size import (accumulating_optimizer_hook, cumulative_iters,
+                         log_batch_and_scale_lr)
+from .hooks import DistEvalHook, EvalHook, schedule_per_update
 
 
 def wrap_model(model, distributed, find_unused_parameters=False):

@@ -104,6 +104,6 @@ model = dict(
         num_query_one2many=0,
         fixed_target_groups=[
             dict(
-                type='opera.CoDETRAuxiliaryHeads',
+                type='opera.CoDETRAuxiliaryQueries',
                 heads=[roi_queries, atss_queries])
         ]))

@@ -18,7 +18,7 @@ model = dict(
                 dn_number=10,
                 box_noise_scale=1.0),
             dict(
-                type='opera.CoDETRAuxiliaryHeads',
+                type='opera.CoDETRAuxiliaryQueries',
                 heads=[{{_base_.roi_queries}}, {{_base_.atss_queries}}],
                 query_embedding=dict(type='opera.AuxiliaryContentEmbedding'))
         ],
@@ -27,6 +27,9 @@ model = dict(
             type='QualityFocalLoss',
             use_sigmoid=True,
             beta=2.0,
-            loss_weight=1.0)),
+            loss_weight=1.0),
+        # The quality focal loss's target score of a matched query's class:
+        # its box's IoU with its object.
+        criterion=dict(class_targets=dict(type='iou'))),
     test_cfg=dict(
         max_per_img=100, nms=dict(type='soft_nms', iou_threshold=0.8)))

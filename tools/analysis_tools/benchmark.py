@@ -171,12 +171,12 @@ def gflops_per_second(flops, seconds):
 
 
 class MatchingTimer:
-    """Wall time inside a head's assigner, per matching branch.
+    """Wall time inside a head's assigner, per matching branch: a hook of
+    the criterion's ``register_assign_hook``.
 
-    ``assign`` calls with ``num_repeats`` > 1 are the one-to-many branch;
-    the others on ``num_query_one2one`` queries the one-to-one decoder
-    queries, on any other number the encoder proposals. A call made from
-    inside another is counted once, by the outer one.
+    Assignments with ``num_repeats`` > 1 are the one-to-many branch; the
+    others of ``num_query_one2one`` queries the one-to-one decoder queries,
+    of any other number the encoder proposals.
     """
 
     BRANCHES = ('one2one', 'one2many', 'encoder')
@@ -185,49 +185,34 @@ class MatchingTimer:
         self.device = device
         self.num_query_one2one = num_query_one2one
         self.totals = dict.fromkeys(self.BRANCHES, 0.0)
-        self.depth = 0
 
-    def branch(self, args, kwargs):
-        if kwargs.get('num_repeats', 1) > 1:
+    def branch(self, num_queries, num_repeats):
+        if num_repeats > 1:
             return 'one2many'
-        # Both assigners take the predictions of the Q queries first.
-        if args[0].size(0) == self.num_query_one2one:
+        if num_queries == self.num_query_one2one:
             return 'one2one'
         return 'encoder'
 
-    def wrap(self, fn):
-
-        def timed(*args, **kwargs):
-            if self.depth:
-                return fn(*args, **kwargs)
-            self.depth += 1
+    @contextlib.contextmanager
+    def __call__(self, num_queries, num_repeats):
+        sync(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
             sync(self.device)
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                sync(self.device)
-                self.totals[self.branch(args, kwargs)] += (
-                    time.perf_counter() - start)
-                self.depth -= 1
-
-        return timed
+            self.totals[self.branch(num_queries, num_repeats)] += (
+                time.perf_counter() - start)
 
 
 @contextlib.contextmanager
-def timed_assigner(head, timer):
-    """Time ``assign`` of ``head.assigner``."""
-    assigner = head.assigner
-    # An instance attribute (another tool's wrapper) is restored after.
-    previous = vars(assigner).get('assign')
-    assigner.assign = timer.wrap(assigner.assign)
+def timed_matching(head, timer):
+    """Time every assignment of ``head.criterion`` with ``timer``."""
+    handle = head.criterion.register_assign_hook(timer)
     try:
         yield
     finally:
-        if previous is None:
-            del assigner.assign  # back to the class's method
-        else:
-            assigner.assign = previous
+        handle.remove()
 
 
 def inference_step(model, batch, device, phase=untimed_phase):
@@ -254,7 +239,7 @@ def train_step(model, batch, device, phase=untimed_phase):
     model.train()
     head = model.bbox_head
     model.zero_grad(set_to_none=True)
-    timer = MatchingTimer(device, head.hybrid.groups[0].num_queries)
+    timer = MatchingTimer(device, head.query_groups.groups[0].num_queries)
     sync(device)
     t0 = time.perf_counter()
     targets = batch_targets(batch)
@@ -266,7 +251,7 @@ def train_step(model, batch, device, phase=untimed_phase):
             model.extract_feat(batch['img']), batch['img_metas'], targets)
     sync(device)
     t1 = time.perf_counter()
-    with timed_assigner(head, timer), phase('loss'):
+    with timed_matching(head, timer), phase('loss'):
         losses = head.loss(outs, targets, batch['img_metas'])
         total = sum(v for k, v in losses.items() if 'loss' in k)
     sync(device)

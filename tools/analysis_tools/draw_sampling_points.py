@@ -17,8 +17,7 @@ from mmcv import DictAction
 
 import opera  # noqa: F401  (fills the registries)
 from opera.apis import init_model
-from opera.core.visualization.sampling_points import (draw_sampling_points,
-                                                      query_samples)
+from opera.apis.sampling_points import draw_sampling_points, query_samples
 
 
 def parse_args(argv=None):

@@ -1,7 +1,7 @@
 """Record a model's behaviour and compare two records, entry by entry.
 
     python tools/analysis_tools/parity.py record CONFIG [CONFIG ...] \
-        --out DIR [--input-size 224 288] [--batch-size 2] [--num-boxes 3]
+        --out DIR [--input-size 320 384] [--batch-size 2] [--num-boxes 3]
     python tools/analysis_tools/parity.py compare DIR_A DIR_B
 
 A refactor that must keep behaviour is checked by recording before and after
@@ -36,11 +36,15 @@ import numpy as np
 import torch
 from mmcv import Config
 
-import opera  # noqa: F401  (registers modules)
-from opera.models import build_detector
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+# The checkout this script is in, before an installed opera: a record is of
+# the code beside it (compare two checkouts by running each one's copy).
+sys.path[:0] = [
+    osp.dirname(osp.abspath(__file__)),
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+]
+import opera  # noqa: E402,F401  (registers modules)
 from benchmark import synthetic_batch  # noqa: E402
+from opera.models import build_detector  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -49,7 +53,7 @@ def parse_args(argv=None):
     record = sub.add_parser('record', help='record configs into DIR')
     record.add_argument('configs', nargs='+')
     record.add_argument('--out', required=True, help='folder of records')
-    record.add_argument('--input-size', type=int, nargs=2, default=[224, 288])
+    record.add_argument('--input-size', type=int, nargs=2, default=[320, 384])
     record.add_argument('--batch-size', type=int, default=2)
     record.add_argument('--num-boxes', type=int, default=3)
     record.add_argument('--seed', type=int, default=0)

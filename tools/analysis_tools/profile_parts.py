@@ -161,16 +161,10 @@ class OpProfiler(TorchDispatchMode):
             self.label_seconds[name] += time.perf_counter() - start
             self.labels.pop()
 
-    def wrap(self, fn):
-        """``fn`` under the label 'matching' (see ``matching_labelled``)."""
-
-        def labelled(*args, **kwargs):
-            if self.labels[-1] == 'matching':
-                return fn(*args, **kwargs)
-            with self.label('matching'):
-                return fn(*args, **kwargs)
-
-        return labelled
+    def matching_hook(self, num_queries, num_repeats):
+        """The criterion's assign hook: an assignment's ops are filed under
+        'matching' (see ``matching_labelled``)."""
+        return self.label('matching')
 
     def _enter(self, module, args):
         self.modules.append(self.names.get(id(module), ''))
@@ -238,13 +232,13 @@ class OpProfiler(TorchDispatchMode):
 
 @contextlib.contextmanager
 def matching_labelled(head, profiler):
-    """Label the ops of ``head.assigner.assign`` 'matching'."""
-    assigner = head.assigner
-    assigner.assign = profiler.wrap(assigner.assign)
+    """Label the ops of every assignment of ``head.criterion`` 'matching'
+    (through its assign hook)."""
+    handle = head.criterion.register_assign_hook(profiler.matching_hook)
     try:
         yield
     finally:
-        del assigner.assign  # back to the class's method
+        handle.remove()
 
 
 def profile_step(step, model, batch, device):

@@ -7,14 +7,14 @@
 
 Co-DETR's checkpoints (Co-Deformable-DETR and Co-DINO, told apart by their
 keys) are mmdet checkpoints (``state_dict``); the names change as
-``opera.utils.codetr_checkpoint`` lists. With ``--config`` the
+``opera.converters.codetr`` lists. With ``--config`` the
 result is loaded into that config's model and every missing, unexpected or
 misshapen key is reported by name (and the conversion fails).
 """
 import argparse
 
-from opera.utils.checkpoint_conversion import finish_conversion, load_released
-from opera.utils.codetr_checkpoint import to_opera
+from opera.converters.conversion import finish_conversion, load_released
+from opera.converters.codetr import to_opera
 
 
 def parse_args():

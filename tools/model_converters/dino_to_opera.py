@@ -17,8 +17,8 @@ import sys
 
 from mmcv import Config
 
-from opera.utils.checkpoint_conversion import finish_conversion, load_released
-from opera.utils.dino_checkpoint import dino_to_opera
+from opera.converters.conversion import finish_conversion, load_released
+from opera.converters.dino import dino_to_opera
 
 
 def parse_args():

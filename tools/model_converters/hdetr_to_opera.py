@@ -10,8 +10,8 @@ missing or unexpected key is reported by name (and the conversion fails).
 """
 import argparse
 
-from opera.utils.checkpoint_conversion import finish_conversion, load_released
-from opera.utils.hdetr_checkpoint import to_opera
+from opera.converters.conversion import finish_conversion, load_released
+from opera.converters.hdetr import to_opera
 
 
 def parse_args():

@@ -7,7 +7,7 @@
 # attention under fp16, with_cp, one-to-many matching from untiled costs
 # (docs/hybrid_matching.md, docs/benchmark.md).
 model = dict(
-    type='opera.DeformableDETR',
+    type='opera.DETRDetector',
     backbone=dict(
         type='ResNet',
         depth=50,
@@ -28,7 +28,7 @@ model = dict(
         bias=True,  # the official input projection has conv biases
         num_outs=4),
     bbox_head=dict(
-        type='opera.HybridDeformableDETRHead',
+        type='opera.DETRDetectionHead',
         num_query=300,
         num_query_one2many=0,
         k_one2many=6,

@@ -76,7 +76,7 @@ model = dict(
                     attn_cfgs=[
                         self_attn,
                         dict(
-                            type='PoseDeformableAttention',
+                            type='opera.PoseDeformableAttention',
                             embed_dims=embed_dims,
                             dropout=0.1)
                     ],

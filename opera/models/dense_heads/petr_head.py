@@ -5,7 +5,7 @@ the image size); the person box is the rectangle around the keypoints. The
 refine decoder then refines the keypoints of the persons kept. With
 ``num_query_one2many > 0`` the head is H-PETR; other query groups give the
 hybrid-epoch and hybrid-layer schemes. The groups, their matching and the
-combination of their losses are :class:`opera.models.utils.HybridQueryGroups`;
+combination of their losses are :class:`.HybridQueryGroups`;
 the matching and the losses are :class:`~.petr_criterion.PETRCriterion`.
 """
 import copy
@@ -19,14 +19,14 @@ from mmcv.runner import BaseModule, force_fp32
 from opera.core.keypoint import bbox_kpt2result, get_keypoint_layout
 from ..builder import HEADS, build_model
 from ..utils.arguments import reject_unknown_cfg_keys, require_cfg_keys
-from ..utils.builder import TRANSFORMER
-from ..utils.fixed_target_groups import (add_fixed_groups,
-                                         build_group_makers)
-from ..utils.hybrid_matching import build_query_groups
-from ..utils.padding import masks_and_positions
-from .keypoint_layout_cfg import (criterion_cfg_with_layout,
-                                  train_cfg_with_layout,
-                                  transformer_with_layout)
+from ..builder import TRANSFORMER
+from ..query_groups.fixed_target_groups import (add_fixed_groups,
+                                                build_group_makers)
+from ..query_groups.hybrid_matching import build_query_groups
+from ..transformers.padding import masks_and_positions
+from ..utils.keypoint_layout_cfg import (criterion_cfg_with_layout,
+                                         train_cfg_with_layout,
+                                         transformer_with_layout)
 
 
 def mlp(in_dims, hidden_dims, out_dims, num_hidden):
@@ -77,7 +77,7 @@ class PETRHead(BaseModule):
             layout's.
         num_query (int): Queries run at test time.
         query_groups (list[dict] | None): The query groups (see
-            ``opera.HybridDeformableDETRHead``).
+            ``opera.DETRDetectionHead``).
         split_self_attn (bool): Decoder self-attention group by group
             (True) or masked over all queries (False); same outputs.
         num_kpt_fcs (int): Hidden-to-hidden layers of the pose branches (and
@@ -97,13 +97,13 @@ class PETRHead(BaseModule):
         init_cfg (dict | None): Unused; see :meth:`init_weights`.
         fixed_target_groups (list[dict] | None): Makers of query groups
             that come with their targets (see
-            ``opera.HybridDeformableDETRHead``), e.g.
+            ``opera.DETRDetectionHead``), e.g.
             ``opera.PoseDenoisingQueries`` (which needs
             ``transformer.given_pose_queries=True``).
         **hybrid_branch_keys: ``num_query_one2many``, ``k_one2many``,
             ``lambda_one2many``: H-DETR's hybrid-branch shorthand in place
             of ``query_groups`` (see
-            ``opera.models.utils.build_query_groups``).
+            ``opera.models.query_groups.build_query_groups``).
     """
 
     #: What its inference graph computes (``opera.apis.inference_graph``).
@@ -149,8 +149,9 @@ class PETRHead(BaseModule):
         train_cfg = train_cfg_with_layout(train_cfg, self.keypoint_layout)
         criterion = criterion_cfg_of_head(criterion, self.keypoint_layout,
                                           num_classes, train_cfg)
-        self.hybrid = build_query_groups(num_query, query_groups,
-                                         split_self_attn, hybrid_branch_keys)
+        self.query_groups = build_query_groups(num_query, query_groups,
+                                               split_self_attn,
+                                               hybrid_branch_keys)
         # Set to True by mmcv's wrap_fp16_model (Fp16OptimizerHook).
         self.fp16_enabled = False
         self.num_classes = num_classes
@@ -161,12 +162,12 @@ class PETRHead(BaseModule):
         self.hm_prior_prob = hm_prior_prob
         self.criterion = build_model(criterion)
         if train_cfg is not None:
-            self.hybrid.check_assigner(self.criterion.assigner)
+            self.query_groups.check_assigner(self.criterion.assigner)
         self.positional_encoding = build_positional_encoding(
             positional_encoding)
         self.transformer = TRANSFORMER.build(transformer)
         self.embed_dims = self.transformer.embed_dims
-        self.hybrid.bind_decoder(self.transformer.decoder)
+        self.query_groups.bind_decoder(self.transformer.decoder)
         self._init_layers(num_kpt_fcs, kpt_hidden_dims)
         self.group_makers = build_group_makers(fixed_target_groups,
                                                num_classes, self.embed_dims)
@@ -180,7 +181,7 @@ class PETRHead(BaseModule):
         self.kpt_branches = clones(
             mlp(self.embed_dims, kpt_hidden_dims, 2 * self.num_keypoints,
                 num_kpt_fcs), num_branches)
-        self.query_embedding = nn.Embedding(self.hybrid.num_query_total,
+        self.query_embedding = nn.Embedding(self.query_groups.num_query_total,
                                             self.embed_dims * 2)
         # As in PETR: the pose branches have num_kpt_fcs + 1 hidden layers,
         # the refine branches num_kpt_fcs (c -> c -> c -> 2).
@@ -224,7 +225,7 @@ class PETRHead(BaseModule):
         """
         masks, positions = masks_and_positions(
             mlvl_feats, img_metas, self.positional_encoding)
-        num_queries = self.hybrid.num_active_queries(self.training)
+        num_queries = self.query_groups.num_active_queries(self.training)
         device = mlvl_feats[0].device
         memory, levels = self.transformer.encode(mlvl_feats, masks, positions)
         queries, enc_cls, enc_poses = self.transformer.pre_decoder(
@@ -232,7 +233,8 @@ class PETRHead(BaseModule):
             levels,
             self.query_embedding.weight[:num_queries],
             num_queries,
-            proposal_ranks=self.hybrid.proposal_ranks(num_queries, device),
+            proposal_ranks=self.query_groups.proposal_ranks(
+                num_queries, device),
             kpt_branches=self.kpt_branches,
             cls_branches=self.cls_branches)
         queries, fixed_groups = add_fixed_groups(
@@ -243,8 +245,8 @@ class PETRHead(BaseModule):
             memory,
             levels,
             self.kpt_branches,
-            self_attn_mask=self.hybrid.self_attn_mask(num_queries, device,
-                                                      fixed_groups))
+            self_attn_mask=self.query_groups.self_attn_mask(
+                num_queries, device, fixed_groups))
         hm_memory = self.transformer.heatmap_memory(
             memory, levels) if self.training else None
         outputs = dict(states=states, poses=poses, enc_cls=enc_cls,
@@ -263,8 +265,8 @@ class PETRHead(BaseModule):
         """The training epoch for the query groups' schedules (see
         ``opera.QueryGroupScheduleHook``); returns their K per layer in
         words."""
-        self.hybrid.set_epoch(epoch)
-        return self.hybrid.describe_repeats()
+        self.query_groups.set_epoch(epoch)
+        return self.query_groups.describe_repeats()
 
     def refine(self, outputs, poses, img_inds):
         """Refine decoder on persons [n, 2K] of images ``img_inds`` [n].
@@ -330,18 +332,12 @@ class PETRHead(BaseModule):
             dict[str, Tensor]: Losses.
         """
         losses, positives = self.criterion(outputs, targets, img_metas,
-                                           self.hybrid)
+                                           self.query_groups)
         refined = self.refine(outputs, positives['poses'],
                               positives['img_inds'])
         losses.update(
             self.criterion.refine_losses(refined, positives, img_metas))
         return losses
-
-    @property
-    def assigner(self):
-        """The criterion's assigner (None without ``train_cfg``), as on the
-        detection head: the analysis tools wrap its ``assign``."""
-        return self.criterion.assigner
 
     def graph_outputs(self, outputs):
         """The tensors of an exported inference graph (``opera.apis``):
@@ -386,8 +382,9 @@ class PETRHead(BaseModule):
             labels [bs, m] and keypoints [bs, m, K, 2] in [0, 1] of the
             image.
         """
-        cls_scores = self.hybrid.test_part(outputs['cls_scores'][-1], dim=1)
-        poses = self.hybrid.test_part(outputs['poses'][-1], dim=1)
+        cls_scores = self.query_groups.test_part(outputs['cls_scores'][-1],
+                                                 dim=1)
+        poses = self.query_groups.test_part(outputs['poses'][-1], dim=1)
         bs, num_query, num_classes = cls_scores.shape
         max_per_img = min(self.test_cfg['max_per_img'],
                           num_query * num_classes)

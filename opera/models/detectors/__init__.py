@@ -1,4 +1,4 @@
-from .deformable_detr import DeformableDETR
+from .detr_detector import DETRDetector
 from .petr import PETR
 
-__all__ = ['DeformableDETR', 'PETR']
+__all__ = ['DETRDetector', 'PETR']

@@ -1,3 +1,0 @@
-from .query_group_schedule import QueryGroupScheduleHook
-
-__all__ = ['QueryGroupScheduleHook']
