@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the shared data and small model inputs."""
+"""Shared test fixtures: paths to the test data and small model inputs."""
 import importlib.util
 import json
 import os
@@ -16,7 +16,8 @@ from mmdet.datasets import build_dataloader, build_dataset
 collect_ignore_glob = ['configs/*']
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED_DATA = osp.join(osp.dirname(REPO_ROOT), 'shared', 'data')
+# The COCO / CrowdPose samples of the repository (tests/data/README.md).
+TEST_DATA = osp.join(REPO_ROOT, 'tests', 'data')
 TOOL_TIMEOUT_S = 300
 
 
@@ -29,11 +30,20 @@ def load_tool(relative_path):
     return module
 
 
-def shared_data(*parts):
-    """Path under ../shared/data; skips the test if that data is absent."""
-    path = osp.join(SHARED_DATA, *parts)
+def data_path(*parts):
+    """Path of a file or folder under tests/data.
+
+    The data is part of the repository, so a missing path is an error of
+    the checkout (or a misspelt name), never a reason to skip.
+
+    Raises:
+        FileNotFoundError: If the path does not exist.
+    """
+    path = osp.join(TEST_DATA, *parts)
     if not osp.exists(path):
-        pytest.skip(f'shared test data not found: {path}')
+        raise FileNotFoundError(
+            f'test data missing: {path} (tests/data is part of the '
+            'repository; see tests/data/README.md)')
     return path
 
 

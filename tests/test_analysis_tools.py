@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import REPO_ROOT, run_in_repo, shared_data
+from conftest import REPO_ROOT, data_path, run_in_repo
 from test_param_counts import REFERENCE_COUNTS
 
 from opera.apis import init_model
@@ -178,7 +178,7 @@ def fake_results(ann_file):
 
 @pytest.mark.parametrize('metric', ['keypoints', 'bbox'])
 def test_analyze_results_ranks_and_draws_images(tmp_path, metric):
-    ann_file = shared_data('coco_val_tiny', 'test_coco.json')
+    ann_file = data_path('coco_val_tiny', 'test_coco.json')
     coco, results = fake_results(ann_file)
     pkl = str(tmp_path / 'results.pkl')
     mmcv.dump(results, pkl)
@@ -206,7 +206,7 @@ def test_analyze_results_ranks_and_draws_images(tmp_path, metric):
     assert saved['per_image_ap']['000000000785.jpg'] == pytest.approx(1.0)
 
     # Ground truth on the left, predictions (none here) on the right.
-    image = mmcv.imread(shared_data('coco_val_tiny', '000000196141.jpg'))
+    image = mmcv.imread(data_path('coco_val_tiny', '000000196141.jpg'))
     drawn = mmcv.imread(str(out / 'worst' / worst[0]))
     height, width = image.shape[:2]
     assert drawn.shape == (height, 2 * width, 3)
@@ -215,7 +215,7 @@ def test_analyze_results_ranks_and_draws_images(tmp_path, metric):
 
 
 def test_analyze_results_refuses_results_of_another_dataset(tmp_path):
-    ann_file = shared_data('coco_val_tiny', 'test_coco.json')
+    ann_file = data_path('coco_val_tiny', 'test_coco.json')
     _, results = fake_results(ann_file)
     pkl = str(tmp_path / 'results.pkl')
     mmcv.dump(results[:3], pkl)

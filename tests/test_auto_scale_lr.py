@@ -20,8 +20,9 @@ CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'),
                          recursive=True) if '_base_' not in p)
 # GPUs x images per GPU of the published recipes without it in their name:
-# H-Deformable-DETR and its baselines, DINO and Co-DETR, 8 x 2
-# (shared/REFERENCE.md sections 2 and 8); DINO-5scale 8 x 1 (its
+# H-Deformable-DETR and its baselines, DINO and Co-DETR, 8 x 2 (a batch
+# of 16 in the public HDETR/H-Deformable-DETR, IDEA-Research/DINO and
+# Sense-X/Co-DETR recipes); DINO-5scale 8 x 1 (its
 # DINO_5scale.py: batch_size = 1); the CPU quick starts, one process x 2.
 STATED_ELSEWHERE = {
     'hdetr': (8, 2),

@@ -13,7 +13,7 @@ import pytest
 from mmcv import Config
 from mmdet.datasets import build_dataset
 
-from conftest import REPO_ROOT, shared_data
+from conftest import REPO_ROOT, data_path
 
 import opera  # noqa: F401
 
@@ -66,9 +66,9 @@ def ground_truth_as_results(dataset):
 
 @pytest.fixture(scope='module')
 def val2014():
-    gt = shared_data('eval_fixtures', 'instances_val2014_100.json')
-    preds = shared_data('eval_fixtures',
-                        'instances_val2014_fakebbox100_results.json')
+    gt = data_path('eval_fixtures', 'instances_val2014_100.json')
+    preds = data_path('eval_fixtures',
+                      'instances_val2014_fakebbox100_results.json')
     dataset = load_dataset(gt)
     with open(preds) as f:
         return dataset, to_mmdet_results(dataset, json.load(f))
@@ -107,9 +107,9 @@ def test_ground_truth_fed_back_scores_one(val2014):
 
 
 def test_person_detections_on_val_tiny():
-    dataset = load_dataset(shared_data('coco_val_tiny', 'test_coco.json'))
-    with open(shared_data('coco_val_tiny',
-                          'test_coco_det_AP_H_56.json')) as f:
+    dataset = load_dataset(data_path('coco_val_tiny', 'test_coco.json'))
+    with open(data_path('coco_val_tiny',
+                        'test_coco_det_AP_H_56.json')) as f:
         dets = [dict(d, category_id=1) for d in json.load(f)]
     metrics = dataset.evaluate(
         to_mmdet_results(dataset, dets), metric='bbox', **STANDARD)

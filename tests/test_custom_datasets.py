@@ -13,7 +13,7 @@ from mmdet.datasets import (ConcatDataset, RepeatDataset, build_dataloader,
                             build_dataset)
 from pycocotools import mask as mask_utils
 
-from conftest import (REPO_ROOT, shared_data, subset_annotations,
+from conftest import (REPO_ROOT, data_path, subset_annotations,
                       train_iterations)
 
 import opera  # noqa: F401
@@ -38,7 +38,7 @@ DETECTION_IMAGES = (790, 30752, 125870, 231460)
 
 def five_keypoint_json(path):
     """coco_mini persons of PERSON_IMAGES with 5 keypoints each."""
-    root = shared_data('coco_mini')
+    root = data_path('coco_mini')
     with open(f'{root}/annotations/person_keypoints_train2017.json') as f:
         coco = json.load(f)
     annotations = []
@@ -76,7 +76,7 @@ def five(tmp_path_factory):
     for split in ('train', 'val', 'test'):
         options[f'data.{split}.ann_file'] = str(tmp_dir / 'limbs5.json')
         options[f'data.{split}.img_prefix'] = (
-            shared_data('coco_mini') + '/train2017/')
+            data_path('coco_mini') + '/train2017/')
     return dict(cfg=load_config(FIVE_CONFIG, options), data=data)
 
 
@@ -203,7 +203,7 @@ def coco_persons(tmp_path_factory):
     data and datasets of the plain and the wide layout."""
     ann_file = str(tmp_path_factory.mktemp('persons') / 'persons.json')
     subset_annotations(
-        shared_data('coco_mini') + '/annotations/person_keypoints_train2017'
+        data_path('coco_mini') + '/annotations/person_keypoints_train2017'
         '.json', set(PERSON_IMAGES), ann_file)
     with open(ann_file) as f:
         data = json.load(f)
@@ -211,7 +211,7 @@ def coco_persons(tmp_path_factory):
         name: build_dataset(
             dict(type='opera.CocoPoseDataset', keypoint_layout=layout,
                  ann_file=ann_file, pipeline=[],
-                 img_prefix=shared_data('coco_mini') + '/train2017/'),
+                 img_prefix=data_path('coco_mini') + '/train2017/'),
             dict(test_mode=True))
         for name, layout in (('coco', 'coco'), ('wide', WIDE))
     }
@@ -272,7 +272,7 @@ def test_test_py_refuses_a_model_of_another_layout(coco_persons):
 
 
 def test_three_coco_classes_train_and_evaluate(tmp_path):
-    root = shared_data('coco_mini')
+    root = data_path('coco_mini')
     ann_file = tmp_path / 'subset.json'
     subset_annotations(f'{root}/annotations/instances_train2017.json',
                        set(DETECTION_IMAGES), ann_file)
@@ -315,7 +315,7 @@ def test_three_coco_classes_train_and_evaluate(tmp_path):
 def ochuman_json(path):
     """coco_mini persons of PERSON_IMAGES in OCHuman's COCO format: float
     keypoints, an RLE segmentation and an area per person."""
-    root = shared_data('coco_mini')
+    root = data_path('coco_mini')
     with open(f'{root}/annotations/person_keypoints_train2017.json') as f:
         coco = json.load(f)
     images = [im for im in coco['images'] if im['id'] in PERSON_IMAGES]
@@ -362,7 +362,7 @@ def test_ochuman_loads_and_ground_truth_gives_ap_one(tmp_path):
         dict(
             cfg.data.test,
             ann_file=str(tmp_path / 'ochuman_val.json'),
-            img_prefix=shared_data('coco_mini') + '/train2017/'),
+            img_prefix=data_path('coco_mini') + '/train2017/'),
         dict(test_mode=True))
     assert type(dataset).__name__ == 'OCHumanDataset'
     assert dataset.num_keypoints == 17 and dataset.sigmas[0] == 0.026

@@ -3,7 +3,7 @@ backend: same results as PyTorch on real images, any batch size, the same
 AP through tools/test.py, clear errors for wrong files.
 
 Tiny random-init models (tests/configs/) exported at 256 x 320; the images
-are two of ../shared/data/coco_val_tiny through the config's test pipeline
+are two of tests/data/coco_val_tiny through the config's test pipeline
 resized to that size.
 """
 import importlib.util
@@ -20,7 +20,7 @@ import pytest
 import torch
 from mmcv.runner import save_checkpoint
 
-from conftest import REPO_ROOT, load_tool, run_in_repo, shared_data
+from conftest import REPO_ROOT, data_path, load_tool, run_in_repo
 
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
@@ -66,7 +66,7 @@ def exported(tmp_path_factory):
 
 
 def real_batch(model):
-    images = [shared_data('coco_val_tiny', name) for name in IMAGES]
+    images = [data_path('coco_val_tiny', name) for name in IMAGES]
     return prepare_batch(model.cfg, images)
 
 
@@ -208,7 +208,7 @@ def write_ground_truth(model, kind, out_file):
     img, img_metas = real_batch(model)
     results = pytorch_results(model, img, img_metas)
     coco = mmcv.load(
-        shared_data('coco_mini', 'annotations', 'instances_train2017.json'))
+        data_path('coco_mini', 'annotations', 'instances_train2017.json'))
     categories = coco['categories'] if kind == 'detection' else [
         dict(id=1, name='person', supercategory='person')
     ]
@@ -250,7 +250,7 @@ def write_ground_truth(model, kind, out_file):
 def fixed_size_config(kind, ann_file, out_file):
     """A config file: the tiny config on the two images, its test pipeline
     at INPUT_SIZE (what the ONNX backend uses), 2 images per batch."""
-    image_dir = shared_data('coco_val_tiny')
+    image_dir = data_path('coco_val_tiny')
     dataset = 'opera.CocoPoseDataset' if kind == 'pose' else 'CocoDataset'
     cfg = mmcv.Config.fromfile(CONFIGS[kind])
     pipeline = fixed_size_pipeline(cfg.data.test.pipeline, INPUT_SIZE)
@@ -302,7 +302,7 @@ def test_pytorch2onnx_cli_exports_and_verifies(tmp_path):
         sys.executable, 'tools/deployment/pytorch2onnx.py', CONFIGS['pose'],
         '--out',
         str(out), '--input-size', '128', '160', '--verify', '--image',
-        shared_data('coco_val_tiny', IMAGES[0])
+        data_path('coco_val_tiny', IMAGES[0])
     ])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert 'input img [batch, 3, 128, 160]' in proc.stdout
@@ -338,7 +338,7 @@ def test_image_demo_draws_with_onnxruntime(exported, tmp_path):
         'image_demo', f'{REPO_ROOT}/demo/image_demo.py')
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    image_file = shared_data('coco_val_tiny', IMAGES[1])
+    image_file = data_path('coco_val_tiny', IMAGES[1])
     out = demo.main([
         image_file, CONFIGS['pose'], path, '--backend', 'onnxruntime',
         '--score-thr', '0', '--kpt-score-thr', '0', '--out-file',
@@ -367,7 +367,7 @@ def test_onnx_backend_says_once_how_it_resizes(exported, tmp_path, caplog):
     folder = tmp_path / 'images'
     folder.mkdir()
     for name in IMAGES:
-        shutil.copy(shared_data('coco_val_tiny', name), folder / name)
+        shutil.copy(data_path('coco_val_tiny', name), folder / name)
     demo = load_tool('demo/image_demo.py')
     with caplog.at_level(logging.WARNING, logger='opera'):
         demo.main([

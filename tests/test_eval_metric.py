@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmcv.runner import save_checkpoint
 
-from conftest import REPO_ROOT, run_in_repo, shared_data
+from conftest import REPO_ROOT, data_path, run_in_repo
 
 import opera  # noqa: F401
 from opera.models import build_detector
@@ -38,7 +38,7 @@ def eval_metric_main():
 
 @pytest.fixture(scope='module')
 def val_tiny_options():
-    root = shared_data('coco_val_tiny')
+    root = data_path('coco_val_tiny')
     options = {}
     for split in ('val', 'test'):
         options[f'data.{split}.ann_file'] = f'{root}/test_coco.json'

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (REPO_ROOT, run_in_repo, shared_data,
+from conftest import (REPO_ROOT, data_path, run_in_repo,
                       subset_annotations, train_iterations)
 from test_custom_datasets import DETECTION_IMAGES, five_keypoint_json
 
@@ -95,7 +95,7 @@ def test_other_mismatches_still_stop(coco_checkpoint):
 
 def test_detection_80_to_3_classes_trains(coco_checkpoint, tmp_path):
     path, _ = coco_checkpoint
-    root = shared_data('coco_mini')
+    root = data_path('coco_mini')
     ann_file = subset_annotations(
         f'{root}/annotations/instances_train2017.json', DETECTION_IMAGES,
         tmp_path / 'ann.json')
@@ -133,7 +133,7 @@ def test_pose_17_to_5_keypoints_trains(tmp_path):
     cfg = load_config(
         POSE_5_CONFIG, {
             'data.train.ann_file': str(tmp_path / 'limbs5.json'),
-            'data.train.img_prefix': shared_data('coco_mini') + '/train2017/'
+            'data.train.img_prefix': data_path('coco_mini') + '/train2017/'
         })
     model, initial = fresh_model(POSE_5_CONFIG)
     load_checkpoint_checked(model, str(path), reinit=KEYPOINT_BRANCHES)

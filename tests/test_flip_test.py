@@ -13,7 +13,7 @@ from mmcv.parallel import MMDataParallel
 from mmcv.runner import save_checkpoint
 from mmdet.datasets import build_dataloader, build_dataset
 
-from conftest import REPO_ROOT, run_in_repo, shared_data
+from conftest import REPO_ROOT, data_path, run_in_repo
 
 import opera  # noqa: F401
 from opera.apis import single_gpu_test
@@ -233,7 +233,7 @@ def test_batch_of_two_equals_one_by_one_and_forward_routes_to_aug_test(
 
 
 def test_test_py_eval_keypoints_with_a_flip_test_config(tmp_path):
-    root = shared_data('coco_val_tiny')
+    root = data_path('coco_val_tiny')
     options = {'model.backbone.init_cfg': None}
     for split in ('val', 'test'):
         options[f'data.{split}.ann_file'] = f'{root}/test_coco.json'

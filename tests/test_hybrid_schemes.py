@@ -10,8 +10,8 @@ import pytest
 import torch
 from mmcv import Config
 
-from conftest import (REPO_ROOT, detection_inputs, pose_inputs, run_in_repo,
-                      shared_data, subset_annotations, targets_of,
+from conftest import (REPO_ROOT, data_path, detection_inputs, pose_inputs,
+                      run_in_repo, subset_annotations, targets_of,
                       train_iterations)
 from test_hybrid_matching import xyxy_to_normalized_cxcywh
 
@@ -325,7 +325,7 @@ def tiny_version(config, kind, tmp_path):
             layers.transformerlayers.ffn_cfgs.feedforward_channels = 64
     head.transformer.encoder.num_layers = 1
     shrink_queries(head)
-    root = shared_data('coco_mini')
+    root = data_path('coco_mini')
     ann = ('instances_train2017.json'
            if kind == 'box' else 'person_keypoints_train2017.json')
     pipeline = [dict(step) for step in tiny.data.train.pipeline]

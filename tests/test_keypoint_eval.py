@@ -1,4 +1,4 @@
-"""Known-answer tests of the keypoint evaluation (REFERENCE.md section 4).
+"""Known-answer tests of the keypoint evaluation on tests/data fixtures.
 
 Keypoint AP is computed with xtcocotools; the expected values are the
 standard COCOeval ones. The bbox check goes through mmdet's evaluation,
@@ -14,7 +14,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import shared_data
+from conftest import data_path
 
 import opera  # noqa: F401  (registers modules)
 from opera.core.keypoint import bbox_kpt2result, visible_keypoint_bboxes
@@ -39,7 +39,7 @@ def load_json(path):
 def build_eval_dataset(dataset_cls, *ann_parts):
     """A test-mode dataset: no images are needed to evaluate."""
     return dataset_cls(
-        ann_file=shared_data(*ann_parts),
+        ann_file=data_path(*ann_parts),
         img_prefix='no/images/here/',
         pipeline=[],
         test_mode=True)
@@ -84,7 +84,7 @@ def coco_val_tiny():
 @pytest.fixture(scope='module')
 def coco_preds(coco_val_tiny):
     entries = load_json(
-        shared_data('eval_fixtures', 'example_coco_preds.json'))
+        data_path('eval_fixtures', 'example_coco_preds.json'))
     return to_results(coco_val_tiny, entries, 17)
 
 
@@ -110,7 +110,7 @@ def test_crowdpose_known_answer():
     dataset = build_eval_dataset(CrowdPoseDataset, 'eval_fixtures',
                                  'example_crowdpose_val.json')
     entries = load_json(
-        shared_data('eval_fixtures', 'example_crowdpose_preds.json'))
+        data_path('eval_fixtures', 'example_crowdpose_preds.json'))
     metrics = dataset.evaluate(to_results(dataset, entries, 14))
     assert_metrics(metrics, CROWDPOSE_EXPECTED)
     for level in ('easy', 'medium', 'hard'):
@@ -138,7 +138,7 @@ def test_format_results_json_reloads_with_same_ap(coco_val_tiny, coco_preds,
 
 def test_bbox_metric_accepts_plain_bbox_results(coco_val_tiny):
     detections = load_json(
-        shared_data('coco_val_tiny', 'test_coco_det_AP_H_56.json'))
+        data_path('coco_val_tiny', 'test_coco_det_AP_H_56.json'))
     by_image = defaultdict(list)
     for det in detections:
         x, y, w, h = det['bbox']

@@ -21,7 +21,7 @@ from opera.core.visualization import skeleton_of
 from opera.datasets import CocoPoseDataset, CrowdPoseDataset
 from opera.models import LOSSES, build_detector
 
-# REFERENCE.md section 4 (xtcocotools keypoints_crowd).
+# CrowdPose's sigmas, as xtcocotools' keypoints_crowd evaluation uses them.
 CROWDPOSE_SIGMAS = np.array(
     [.79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89, .79,
      .79]) / 10

@@ -6,7 +6,7 @@ import torch
 from mmcv.parallel import MMDataParallel
 from mmdet.datasets import build_dataloader, build_dataset
 
-from conftest import (REPO_ROOT, shared_data, subset_annotations,
+from conftest import (REPO_ROOT, data_path, subset_annotations,
                       train_iterations)
 
 import opera  # noqa: F401
@@ -23,7 +23,7 @@ BOX_LOSSES = ('cls', 'bbox', 'iou')
 
 
 def setup(config, tmp_path, options=()):
-    root = shared_data('coco_mini')
+    root = data_path('coco_mini')
     ann_file = subset_annotations(
         f'{root}/annotations/instances_train2017.json', IMAGE_IDS,
         tmp_path / 'subset.json')

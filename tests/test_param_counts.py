@@ -1,4 +1,5 @@
-"""Trainable parameter counts equal the reference models' (REFERENCE.md §5).
+"""Trainable parameter counts equal the reference models' (counted by
+building the public reference code, no weights needed).
 
 The same architecture gives the same count, so this catches a missing layer,
 a wrong FFN width, a bias too many or a stage wrongly frozen without weights.
@@ -48,7 +49,7 @@ REFERENCE_COUNTS = {
     # + 900 one-to-many content queries (900 x 256).
     'dino/h_dino_r50_4scale_12ep.py': 46_892_456,
     # Co-DETR's R50 model has 65,129,894 parameters, 64,854,374 trainable
-    # (its code built on the CPU, shared/REFERENCE.md section 8); the
+    # (the public Sense-X/Co-DETR code built on the CPU); the
     # auxiliary heads, their query layers and the pyramid are 17,535,514
     # of them. The hybrid branch adds the 1500 x 256 content queries.
     'co_detr/co_deformable_detr_r50_12ep.py': 64_854_374,

@@ -19,7 +19,7 @@ from mmcv.parallel import MMDataParallel
 from mmcv.runner import save_checkpoint
 from mmdet.datasets import build_dataloader, build_dataset
 
-from conftest import (REPO_ROOT, shared_data, subset_annotations,
+from conftest import (REPO_ROOT, data_path, subset_annotations,
                       train_iterations)
 
 import opera  # noqa: F401
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def coco_mini_options(tmp_dir):
-    root = shared_data('coco_mini')
+    root = data_path('coco_mini')
     ann_file = subset_annotations(
         f'{root}/annotations/person_keypoints_train2017.json', IMAGE_IDS,
         tmp_dir / 'persons.json')

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mmdet.datasets import build_dataset
 
-from conftest import shared_data
+from conftest import data_path
 
 import opera  # noqa: F401  (registers modules)
 from opera.core.keypoint import COCO
@@ -19,8 +19,8 @@ def load_json(path):
 
 
 def coco_mini_keypoints():
-    return shared_data('coco_mini', 'annotations',
-                       'person_keypoints_train2017.json')
+    return data_path('coco_mini', 'annotations',
+                     'person_keypoints_train2017.json')
 
 
 def build_coco_mini(**kwargs):
@@ -28,7 +28,7 @@ def build_coco_mini(**kwargs):
         dict(
             type='opera.CocoPoseDataset',
             ann_file=coco_mini_keypoints(),
-            img_prefix=shared_data('coco_mini', 'train2017'),
+            img_prefix=data_path('coco_mini', 'train2017'),
             pipeline=[],
             **kwargs))
 
@@ -116,10 +116,10 @@ def test_bad_flip_pairs_are_rejected():
 
 
 def test_crowdpose_tiny_loads_14_keypoints():
-    ann_file = shared_data('crowdpose_tiny', 'test_crowdpose.json')
+    ann_file = data_path('crowdpose_tiny', 'test_crowdpose.json')
     dataset = CrowdPoseDataset(
         ann_file=ann_file,
-        img_prefix=shared_data('crowdpose_tiny'),
+        img_prefix=data_path('crowdpose_tiny'),
         pipeline=[])
     raw = load_json(ann_file)['annotations']
     expected = sum(a['num_keypoints'] > 0 and not a['iscrowd'] for a in raw)

@@ -16,7 +16,7 @@ from mmcv.parallel import DataContainer
 from mmdet.datasets import build_dataset
 from mmdet.datasets.pipelines import Compose
 
-from conftest import REPO_ROOT, shared_data
+from conftest import REPO_ROOT, data_path
 
 import opera  # noqa: F401  (registers modules)
 from opera.core.keypoint import flip_keypoints, visible_keypoint_bboxes
@@ -270,9 +270,9 @@ def coco_keypoint_cfg():
     cfg = Config.fromfile(
         osp.join(REPO_ROOT, 'configs', '_base_', 'datasets',
                  'coco_keypoint.py'))
-    cfg.data.train.ann_file = shared_data('coco_mini', 'annotations',
-                                          'person_keypoints_train2017.json')
-    cfg.data.train.img_prefix = shared_data('coco_mini', 'train2017')
+    cfg.data.train.ann_file = data_path('coco_mini', 'annotations',
+                                        'person_keypoints_train2017.json')
+    cfg.data.train.img_prefix = data_path('coco_mini', 'train2017')
     return cfg
 
 
@@ -305,7 +305,7 @@ def test_full_train_pipeline_on_coco_mini(coco_keypoint_cfg):
 
 
 def test_test_pipeline_builds(coco_keypoint_cfg):
-    img_path = shared_data('coco_val_tiny', '000000000785.jpg')
+    img_path = data_path('coco_val_tiny', '000000000785.jpg')
     pipeline = Compose(coco_keypoint_cfg.test_pipeline)
     data = pipeline(
         dict(img_info=dict(filename=img_path), img_prefix=None))

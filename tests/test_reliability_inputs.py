@@ -28,7 +28,7 @@ from mmcv.runner import save_checkpoint
 from mmdet.apis import set_random_seed
 from mmdet.datasets import build_dataset
 
-from conftest import REPO_ROOT, load_tool, shared_data
+from conftest import REPO_ROOT, data_path, load_tool
 
 import mmcv_custom
 import opera  # noqa: F401  (registers modules)
@@ -558,7 +558,7 @@ def test_unknown_eval_metric_stops_before_inference(checkpoints, monkeypatch,
 def test_pose_datasets_name_their_metrics(dataset_type, ann_file, metrics,
                                           allowed):
     if isinstance(ann_file, tuple):
-        ann_file = shared_data(*ann_file)
+        ann_file = data_path(*ann_file)
     dataset = build(dataset_type, ann_file, test_mode=True)
     with pytest.raises(KeyError, match=allowed):
         dataset.check_metrics(metrics)

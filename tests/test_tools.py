@@ -7,7 +7,6 @@ processes.
 """
 import json
 import math
-import os
 import pickle
 import re
 import socket
@@ -18,20 +17,16 @@ import numpy as np
 import pytest
 from mmcv import Config
 
-from conftest import run_in_repo, subset_annotations
+from conftest import data_path, run_in_repo, subset_annotations
 
 from opera.utils import check_data_paths, load_config, replace_data_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'tests' / 'configs' / 'tiny_h_deformable_detr.py'
-COCO_MINI = Path(
-    os.environ.get('OPERA_COCO_MINI',
-                   REPO.parent / 'shared' / 'data' / 'coco_mini'))
-COCO_ANN = COCO_MINI / 'annotations' / 'instances_train2017.json'
+COCO_MINI = Path(data_path('coco_mini'))
+COCO_ANN = Path(data_path('coco_mini', 'annotations',
+                          'instances_train2017.json'))
 NUM_IMAGES = 4
-
-needs_coco_mini = pytest.mark.skipif(
-    not COCO_ANN.exists(), reason=f'coco_mini not found at {COCO_MINI}')
 
 
 def free_port():
@@ -115,7 +110,6 @@ def single_test(trained, data_options, tmp_path_factory):
     return stdout, out
 
 
-@needs_coco_mini
 def test_train_writes_checkpoints_and_falling_losses(trained):
     assert (trained / 'epoch_2.pth').is_file()
     assert (trained / 'latest.pth').exists()
@@ -132,7 +126,6 @@ def test_train_writes_checkpoints_and_falling_losses(trained):
     assert records[-1]['loss'] < records[0]['loss'], records
 
 
-@needs_coco_mini
 def test_test_evaluates_and_dumps_results(single_test):
     stdout, out = single_test
     assert 0.0 <= bbox_map(stdout) <= 1.0
@@ -140,7 +133,6 @@ def test_test_evaluates_and_dumps_results(single_test):
     assert list(out.parent.glob('eval_*.json'))
 
 
-@needs_coco_mini
 def test_dist_train_two_cpu_processes(tmp_path, data_options):
     run_ok([
         'bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', tmp_path,
@@ -158,7 +150,6 @@ def tool_command(launch, checkpoint, *options):
     return ['bash', 'tools/dist_test.sh', CONFIG, checkpoint, '2', *options]
 
 
-@needs_coco_mini
 def test_dist_test_matches_single_process(trained, tmp_path, data_options):
     # One image per batch: in a batch of two, an image is padded to its
     # partner's size, DETR's output depends on that padding, and the
@@ -192,7 +183,6 @@ def test_missing_data_root_fails_before_training(tmp_path):
     assert not (tmp_path / 'work').exists()
 
 
-@needs_coco_mini
 @pytest.mark.parametrize('option, name', [
     ('model.bbox_head.type=opera.NoSuchHead', 'NoSuchHead'),
     ('model.bbox_head.num_querry=3', 'num_querry'),

@@ -18,7 +18,7 @@ from mmcv.runner import save_checkpoint
 from mmdet.apis import inference_detector, set_random_seed
 from mmdet.datasets import build_dataset
 
-from conftest import run_in_repo, shared_data
+from conftest import data_path, run_in_repo
 from drawing_helpers import far_from, inside, subset_annotations
 from opera.apis import init_model, multi_gpu_test, single_gpu_test
 from opera.core.visualization import palette, split_result
@@ -74,7 +74,7 @@ DEMO_OPTIONS = ['--cfg-options', 'model.test_cfg.max_per_img=3']
 @pytest.mark.parametrize('kind', ['det', 'pose'])
 def test_demo_draws_results_on_an_image(kind, checkpoints, tmp_path,
                                         one_thread):
-    image_path = shared_data('coco_val_tiny', '000000000785.jpg')
+    image_path = data_path('coco_val_tiny', '000000000785.jpg')
     config = DET_CONFIG if kind == 'det' else POSE_CONFIG
     out_file = tmp_path / 'out.png'
     demo = load_tool('demo/image_demo.py')
@@ -112,7 +112,7 @@ def test_demo_folder_and_video(checkpoints, tmp_path, one_thread):
     folder.mkdir()
     names = ['000000000785.jpg', '000000040083.jpg']
     for name in names:
-        (folder / name).symlink_to(shared_data('coco_val_tiny', name))
+        (folder / name).symlink_to(data_path('coco_val_tiny', name))
     demo = load_tool('demo/image_demo.py')
     out_dir = tmp_path / 'drawn'
     demo.main([

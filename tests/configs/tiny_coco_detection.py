@@ -1,6 +1,6 @@
 # COCO detection data and schedule at CPU-test size, for the tiny detection
 # configs: images resized to at most 320x256, train and evaluate on the same
-# images. Tests point data_root at ../shared/data/coco_mini via
+# images. Tests point data_root at tests/data/coco_mini via
 # --cfg-options.
 _base_ = ['../../configs/_base_/datasets/coco_detection.py']
 data_root = 'data/coco/'
