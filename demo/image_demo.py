@@ -84,7 +84,13 @@ def parse_args(argv=None):
         help='load a checkpoint that lacks some of the model keys (they '
         'keep their initial values) or has extra ones; by default missing '
         'or unexpected keys stop the demo')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.backend == 'onnxruntime' and (args.device != 'cpu'
+                                          or args.non_strict):
+        parser.error('--backend onnxruntime runs on CPU with the weights of '
+                     'the .onnx file: --device and --non-strict are for the '
+                     'pytorch backend')
+    return args
 
 
 class DemoInputError(ValueError):

@@ -113,6 +113,9 @@ def _check_args(parser, args):
         parser.error('--show and --show-dir work in a single process only.')
     if args.backend == 'onnxruntime' and args.launcher != 'none':
         parser.error('--backend onnxruntime runs in a single process only.')
+    if args.backend == 'onnxruntime' and args.non_strict:
+        parser.error('--non-strict loads checkpoints: --backend onnxruntime '
+                     'takes every weight from the .onnx file.')
 
 
 def loader_args(cfg, distributed):
@@ -174,6 +177,7 @@ def load_onnx_model(cfg, onnx_file):
                                                  input_size_of(onnx_file))
     cfg.model.train_cfg = None
     detector = build_detector(cfg.model)  # post-processing and drawing only
+    detector.cfg = cfg  # its file name, checked against the file's
     return ONNXRuntimeDetector(onnx_file, detector)
 
 
@@ -237,6 +241,7 @@ def main():
         # Before inference, which may take hours.
         check_metrics(dataset, args.eval)
     if args.backend == 'onnxruntime':
+        check_keypoint_layout(onnx_model.detector, dataset, 'test')
         onnx_model.CLASSES = dataset.CLASSES
         model = wrap_model(onnx_model, distributed)
     else:

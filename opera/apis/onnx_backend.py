@@ -70,6 +70,26 @@ def check_identity(onnx_file, file_identity, detector):
             f'({exported_from}): ' + '; '.join(wrong))
 
 
+def informative_differences(file_identity, detector):
+    """What the file says about itself that the config does not, for a
+    warning (not checked: the file may be run with a renamed config or by
+    another opera version): its config file name and opera version.
+
+    Returns:
+        list[str]: One phrase per entry that differs.
+    """
+    expected = model_identity(detector)
+    config = getattr(getattr(detector, 'cfg', None), 'filename', None)
+    if config:
+        expected['config'] = osp.basename(config)
+    return [
+        f'{key} {file_identity[key]} in the file, {expected[key]} here'
+        for key in ('config', 'opera_version')
+        if key in file_identity and key in expected
+        and file_identity[key] != expected[key]
+    ]
+
+
 def input_size_of(onnx_file):
     """(H, W) the file's graph takes."""
     height, width = read_identity(onnx_file)['input_size'].split('x')
@@ -147,9 +167,14 @@ class ONNXRuntimeDetector(nn.Module):
         self.cfg = getattr(detector, 'cfg', None)
         self.session = self._session(num_threads)
         self.output_names = OUTPUT_NAMES[identity['kind']]
+        self._check_graph_input()
         # Once per run: tools/test.py and the demo create one detector.
-        get_root_logger().warning(
-            describe_resize(onnx_file, self.input_size))
+        logger = get_root_logger()
+        logger.warning(describe_resize(onnx_file, self.input_size))
+        differences = informative_differences(identity, detector)
+        if differences:
+            logger.warning(f'{onnx_file}: ' + '; '.join(differences) +
+                           ' (the model identity agrees; running it)')
 
     @property
     def CLASSES(self):
@@ -172,6 +197,19 @@ class ONNXRuntimeDetector(nn.Module):
         except Exception as error:  # onnxruntime's own exception types
             raise ValueError(f'ONNX Runtime cannot load {self.onnx_file}: '
                              f'{error}') from error
+
+    def _check_graph_input(self):
+        """Raise unless the graph takes ``img`` [batch, 3, H, W] at the
+        metadata's input size (the pipeline resizes to the metadata's; a
+        graph of another size would fail at every image)."""
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        shape = inputs.get('img')
+        expected = [3, *self.input_size]
+        if shape is None or len(shape) != 4 or list(shape[1:]) != expected:
+            raise ValueError(
+                f'{self.onnx_file}: the graph takes {inputs}, not img '
+                f'[batch, {", ".join(map(str, expected))}] as its metadata '
+                f'(opera.input_size) says')
 
     def run_graph(self, img):
         """The graph's outputs for an image batch.

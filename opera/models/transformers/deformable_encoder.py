@@ -58,7 +58,10 @@ def flatten_levels(mlvl_feats, mlvl_masks, mlvl_pos_embeds, level_embeds):
     feats, masks, pos_embeds, shapes = [], [], [], []
     for lvl, (feat, mask, pos) in enumerate(
             zip(mlvl_feats, mlvl_masks, mlvl_pos_embeds)):
-        shapes.append(feat.shape[-2:])
+        # Plain ints: traced for ONNX, sizes of a tensor stay symbolic, and
+        # torch.onnx's linspace of a symbolic size 1 (mmdet's reference
+        # points and proposals of a 1-pixel-high or -wide level) is NaN.
+        shapes.append(tuple(int(size) for size in feat.shape[-2:]))
         feats.append(feat.flatten(2).transpose(1, 2))
         masks.append(mask.flatten(1))
         pos_embeds.append(
