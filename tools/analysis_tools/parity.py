@@ -74,15 +74,16 @@ def describe(value):
         sum=float(tensor.double().sum()) if tensor.numel() else 0.0)
 
 
-def flatten_results(results, prefix='test'):
-    """``simple_test``'s nested lists / tuples of arrays as named
-    entries."""
+def flatten_results(results, prefix='test/'):
+    """``simple_test``'s nested lists / tuples of arrays as named entries
+    (``test/{image}.{class}...``)."""
     if isinstance(results, (list, tuple)):
         out = {}
         for index, item in enumerate(results):
-            out.update(flatten_results(item, f'{prefix}.{index}'))
+            name = f'{prefix}{index}'
+            out.update(flatten_results(item, name + '.'))
         return out
-    return {prefix: describe(np.asarray(results))}
+    return {prefix.rstrip('.'): describe(np.asarray(results))}
 
 
 def seed_all(seed):
