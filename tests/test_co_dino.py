@@ -70,21 +70,27 @@ def test_quality_focal_class_loss_takes_the_matched_ious_as_targets():
     matches = [(torch.tensor([0]), torch.tensor([0]))]
     losses, num_pos, _ = criterion.layer_losses(logits, boxes, targets, metas,
                                                 matches)
-    # By hand: every (query, class) is pushed to 0 with weight p^2, but the
-    # matched class, pushed to the IoU with weight |IoU - p|^2; normalised
-    # by the 1 matched query.
-    p = logits.sigmoid()[0]
+    assert num_pos == 1
+    torch.testing.assert_close(losses['loss_cls'],
+                               quality_focal_by_hand(logits[0], (0, 2), .5))
+
+
+def quality_focal_by_hand(logits, matched, target):
+    """The quality focal loss (beta 2) of [Q, C] logits, one matched
+    (query, class) cell trained towards ``target``: every other cell is
+    pushed to 0 with weight p^2, the matched one to ``target`` with weight
+    |target - p|^2; normalised by the 1 matched query."""
+    p = logits.sigmoid()
     expected = 0.
-    for q in range(2):
-        for c in range(3):
-            x = logits[0, q, c]
-            if (q, c) == (0, 2):
+    for q in range(logits.size(0)):
+        for c in range(logits.size(1)):
+            x = logits[q, c]
+            if (q, c) == matched:
                 expected += (F.binary_cross_entropy_with_logits(
-                    x, torch.tensor(.5)) * (.5 - p[q, c]).abs()**2)
+                    x, torch.tensor(target)) * (target - p[q, c]).abs()**2)
             else:
                 expected += F.softplus(x) * p[q, c]**2
-    assert num_pos == 1
-    torch.testing.assert_close(losses['loss_cls'], expected)
+    return expected
 
 
 def test_soft_nms_rescores_overlaps_of_a_class_and_keeps_the_best():

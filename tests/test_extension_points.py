@@ -9,9 +9,9 @@ import os.path as osp
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import REPO_ROOT, detection_inputs, targets_of
 from mmcv import Config
+from test_co_dino import quality_focal_by_hand
 from mmcv.cnn.bricks.registry import ATTENTION as MMCV_ATTENTION
 
 import opera  # noqa: F401
@@ -152,17 +152,7 @@ def test_align_detr_class_targets_by_hand():
         assert scores.tolist() == pytest.approx([target, 0.0])
         losses, _, _ = align.layer_losses(logits, boxes, targets, metas,
                                           matches)
-        p = logits.sigmoid()[0]
-        expected = 0.
-        for q in range(2):
-            for c in range(3):
-                x = logits[0, q, c]
-                if (q, c) == (0, 2):
-                    expected += (F.binary_cross_entropy_with_logits(
-                        x, torch.tensor(target)) * (target - p[q, c])**2)
-                else:
-                    expected += (F.binary_cross_entropy_with_logits(
-                        x, torch.tensor(0.)) * p[q, c]**2)
+        expected = quality_focal_by_hand(logits[0], (0, 2), target)
         assert losses['loss_cls'].item() == pytest.approx(
             expected.item(), rel=1e-5)
 
