@@ -60,9 +60,12 @@ def test_scan_finds_a_factory_without_device():
 
 def test_model_code_makes_host_tensors_only_where_meant():
     found = set()
-    for folder in ('opera/models', 'opera/core'):
-        for path in sorted(glob.glob(osp.join(REPO_ROOT, folder, '**',
-                                              '*.py'), recursive=True)):
+    # The model code, and the one tool module that runs on a model's
+    # tensors (the sampling-point drawing).
+    for pattern in ('opera/models/**/*.py', 'opera/core/**/*.py',
+                    'opera/apis/sampling_points.py'):
+        for path in sorted(glob.glob(osp.join(REPO_ROOT, pattern),
+                                     recursive=True)):
             with open(path) as f:
                 found |= host_factory_calls(f.read(),
                                             osp.relpath(path, REPO_ROOT))

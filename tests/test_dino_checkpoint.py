@@ -174,14 +174,17 @@ def test_outputs_equal_dino_code(dino_f64):
         outputs = dino_f64.eval().bbox_head(dino_f64.extract_feat(img), metas)
     boxes = outputs['bbox_preds'][-1].numpy()
     logits = outputs['cls_scores'][-1].numpy()
-    # All 900 queries, in DINO's order (measured: 3e-15 apart).
+    # All 900 queries, in DINO's order. Measured 3e-15 apart on the CPU
+    # that made the fixture and 5e-8 on an AMD EPYC (AVX-512): float64
+    # convolutions still take CPU-specific kernels. 1e-6 is far below any
+    # difference in the model (a wrong layer moves these by > 1e-2).
     np.testing.assert_allclose(boxes, reference['pred_boxes'], rtol=0,
-                               atol=1e-10)
+                               atol=1e-6)
     np.testing.assert_allclose(logits.max(-1), reference['pred_logits_max'],
-                               rtol=0, atol=1e-10)
+                               rtol=0, atol=1e-6)
     np.testing.assert_allclose(logits[:, :20],
                                reference['pred_logits_first20'], rtol=0,
-                               atol=1e-10)
+                               atol=1e-6)
 
 
 def test_training_losses_equal_dino_code(dino_f64):
