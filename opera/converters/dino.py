@@ -4,7 +4,7 @@ IDEA-Research/DINO's ``checkpoint{epochs}_{scales}scale.pth`` files keep the
 Deformable-DETR names of the H-Deformable-DETR release (torchvision ResNet
 under ``backbone.0.body``, ``input_proj.*``, DETR-style transformer layers,
 91-row class heads indexed by COCO category id; see
-:mod:`.hdetr_checkpoint`) and add DINO's parts:
+:mod:`.hdetr`) and add DINO's parts:
 
 - ``transformer.tgt_embed`` (the content queries) -> the head's
   ``query_embedding``;
@@ -22,7 +22,7 @@ A checkpoint with 80-class heads (a DINO trained with ``num_classes=80``)
 keeps its rows in order.
 
 detrex's ``projects/dino`` (``layout='detrex'``) saves the same model under
-the names of its H-Deformable-DETR (:data:`.hdetr_checkpoint.DETREX_RULES`:
+the names of its H-Deformable-DETR (:data:`.hdetr.DETREX_RULES`:
 detectron2 ResNet, ChannelMapper neck, mmcv-style transformer layers) plus
 the DINO parts above, with three differences: its decoder layers' branches
 are independent copies, the encoder's branches are the last ones

@@ -69,10 +69,10 @@ class ClassTargets:
         """
         if self.type == 'labels':
             return labels
-        scores = matched_ious(bbox_preds, bbox_targets, labels, num_classes)
+        matched = matched_rows(labels, num_classes)
+        scores = matched_ious(bbox_preds, bbox_targets, labels, num_classes,
+                              matched)
         if self.type == 'align':
-            matched = ((labels >= 0) & (labels < num_classes)).nonzero()
-            matched = matched.squeeze(1)
             predicted = cls_scores.detach()[matched, labels[matched]]
             scores[matched] = (predicted.sigmoid().pow(self.alpha) *
                                scores[matched].pow(1 - self.alpha))
@@ -106,7 +106,13 @@ def build_class_targets(cfg, loss_cls):
     return targets
 
 
-def matched_ious(bbox_preds, bbox_targets, labels, num_classes):
+def matched_rows(labels, num_classes):
+    """[n] indices of the matched queries: labels in [0, num_classes)."""
+    return ((labels >= 0) & (labels < num_classes)).nonzero().squeeze(1)
+
+
+def matched_ious(bbox_preds, bbox_targets, labels, num_classes,
+                 matched=None):
     """Each matched query's IoU with its object, 0 for the others.
 
     Args:
@@ -116,13 +122,15 @@ def matched_ious(bbox_preds, bbox_targets, labels, num_classes):
         labels (Tensor): [N]; ``num_classes`` (background) or beyond marks
             the unmatched queries.
         num_classes (int): Object classes.
+        matched (Tensor | None): :func:`matched_rows`, if already found.
 
     Returns:
         Tensor: [N] IoU in [0, 1], computed on the normalised boxes (as
         Co-DETR does).
     """
     scores = bbox_preds.new_zeros(labels.shape)
-    matched = ((labels >= 0) & (labels < num_classes)).nonzero().squeeze(1)
+    if matched is None:
+        matched = matched_rows(labels, num_classes)
     scores[matched] = bbox_overlaps(
         bbox_cxcywh_to_xyxy(bbox_preds[matched].detach()),
         bbox_cxcywh_to_xyxy(bbox_targets[matched]),

@@ -13,10 +13,12 @@ pixels, ``gt_labels`` [G], and for poses ``gt_keypoints`` [G, K, 3]
 (x, y, v) pixels and ``gt_areas`` [G] pixels^2.
 """
 import contextlib
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
 from mmdet.core import reduce_mean
+from torch.utils.hooks import RemovableHandle
 
 from opera.core.bbox import matched_pairs
 
@@ -77,18 +79,6 @@ def group_losses(losses, group, group_preds, layer_loss):
     return extra
 
 
-class AssignHookHandle:
-    """Removes one hook of :meth:`SetCriterion.register_assign_hook`."""
-
-    def __init__(self, hooks, hook):
-        self.hooks = hooks
-        self.hook = hook
-
-    def remove(self):
-        if self.hook in self.hooks:
-            self.hooks.remove(self.hook)
-
-
 class SetCriterion(nn.Module):
     """Matching and per-layer scoring of a set of predictions.
 
@@ -104,9 +94,9 @@ class SetCriterion(nn.Module):
 
     def __init__(self):
         super().__init__()
-        #: Context managers entered around each image's assignment (see
-        #: :meth:`register_assign_hook`).
-        self.assign_hooks = []
+        #: Context managers entered around each image's assignment, by
+        #: handle id (see :meth:`register_assign_hook`).
+        self.assign_hooks = OrderedDict()
 
     def required_assigner(self):
         """The assigner, or a clear error for a criterion built without."""
@@ -153,15 +143,17 @@ class SetCriterion(nn.Module):
         every image's assignment (tools time or profile matching with it).
 
         Returns:
-            AssignHookHandle: ``remove()`` unregisters the hook.
+            torch.utils.hooks.RemovableHandle: ``remove()`` unregisters the
+            hook (as for torch's module hooks).
         """
-        self.assign_hooks.append(hook)
-        return AssignHookHandle(self.assign_hooks, hook)
+        handle = RemovableHandle(self.assign_hooks)
+        self.assign_hooks[handle.id] = hook
+        return handle
 
     def assign_hooks_around(self, num_queries, num_repeats):
         """The registered assign hooks entered as one context."""
         stack = contextlib.ExitStack()
-        for hook in self.assign_hooks:
+        for hook in self.assign_hooks.values():
             stack.enter_context(hook(num_queries, num_repeats))
         return stack
 
